@@ -1,0 +1,85 @@
+//! Entry points of the agent's eBPF programs. Each one is a thin wrapper around the logic in
+//! its module: `ssl` (TLS plaintext at `SSL_*` calls) and `lifecycle` (process exec and exit).
+#![no_std]
+#![no_main]
+
+mod lifecycle;
+mod maps;
+mod ssl;
+
+use aya_ebpf::{
+    macros::{raw_tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+};
+use tokenmeter_common::TlsFunction;
+
+/// `int SSL_write(SSL *ssl, const void *buf, int num)`
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    ssl::on_enter(&ctx, TlsFunction::SslWrite);
+    0
+}
+
+/// `int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)`
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    ssl::on_enter(&ctx, TlsFunction::SslWriteEx);
+    0
+}
+
+/// `int SSL_read(SSL *ssl, void *buf, int num)`
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    ssl::on_enter(&ctx, TlsFunction::SslRead);
+    0
+}
+
+/// `int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)`
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    ssl::on_enter(&ctx, TlsFunction::SslReadEx);
+    0
+}
+
+/// Return of any of the four: emits the bytes really transferred.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    ssl::on_return(&ctx);
+    0
+}
+
+/// `int SSL_shutdown(SSL *s)`
+#[uprobe]
+pub fn ssl_shutdown(ctx: ProbeContext) -> u32 {
+    ssl::on_close(&ctx, tokenmeter_common::CONTROL_CONN_SHUTDOWN);
+    0
+}
+
+/// `void SSL_free(SSL *ssl)`
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    ssl::on_close(&ctx, tokenmeter_common::CONTROL_CONN_FREE);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
+    lifecycle::on_exec();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+    lifecycle::on_exit();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,44 @@
+//! The maps shared with userspace. Names are part of the contract with `agent/src/capture`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tokenmeter_common::{counter, DataEvent, PendingCall, StreamKey};
+
+/// Plaintext chunks, read by the agent's capture stage. 32 MiB: at the 16 KiB chunk size it
+/// holds 2048 full chunks, about a second of a busy node's TLS writes.
+#[map]
+pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+
+/// Exec, exit and connection close notifications; small records, kept apart from the data
+/// so a burst of payload can never crowd out the close that finishes a stream.
+#[map]
+pub static CONTROL_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// Arguments saved at entry of an `SSL_*` call, keyed by pid_tgid, taken at return.
+#[map]
+pub static PENDING_CALLS: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);
+
+/// Next stream position per (pid, SSL*, direction). LRU so that connections whose
+/// `SSL_free` was missed cannot fill it.
+#[map]
+pub static STREAM_POSITIONS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scratch space where one record is assembled before it is copied into `DATA_EVENTS`
+/// (records are too large for the 512-byte BPF stack).
+#[map]
+pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters, indexed by `tokenmeter_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Adds `value` to the counter at `index` on this CPU.
+#[inline(always)]
+pub fn count(index: u32, value: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, programs do not preempt each other on one CPU.
+        unsafe { *slot += value };
+    }
+}
