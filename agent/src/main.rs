@@ -1,14 +1,173 @@
-use aya::programs::{UProbe, RawTracePoint};
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenmeter"));
-    let mut ebpf = aya::Ebpf::load(obj).unwrap();
-    for name in ["ssl_write","ssl_write_ex","ssl_read","ssl_read_ex","ssl_return","ssl_shutdown","ssl_free"] {
-        let t = std::time::Instant::now();
-        let p: &mut UProbe = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        match p.load() { Ok(_) => println!("{name} ok {:?}", t.elapsed()), Err(e) => println!("{name} ERR {e:?}") }
+//! tokenmeter-agent: the per-node metering agent.
+//!
+//! It reads the plaintext of TLS traffic in the node's processes with eBPF uprobes on the TLS
+//! libraries (no restart, no change to them), reassembles it into per-connection streams and
+//! turns it into usage records. `capture` is the debug view of the first two stages.
+
+mod capture;
+mod config;
+mod internal_events;
+mod pipeline;
+mod streams;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Args, Parser, Subcommand};
+use tracing::{debug, error};
+
+use crate::{
+    config::AgentConfig,
+    pipeline::{RunOptions, StreamSink},
+    streams::{digest::StreamDigester, StreamEvent},
+};
+
+#[derive(Parser)]
+#[command(name = "tokenmeter-agent", version, about, long_about = None)]
+/// Meters LLM traffic on this node by reading TLS plaintext with eBPF (needs root, or
+/// CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE).
+struct Cli {
+    /// Configuration file (TOML); see agent/config.example.toml. Without it every process is
+    /// metered with default limits.
+    #[arg(long, global = true, env = "TOKENMETER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the kernel's sysfs is mounted (for the feature checks).
+    #[arg(long, global = true, default_value = "/sys", hide = true)]
+    sysfs_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: capture TLS traffic and reassemble it into streams (logs one line per
+    /// finished stream at debug level).
+    Run(CommonArgs),
+    /// Debug view: print one JSON line per finished stream direction (pid, comm, connection,
+    /// direction, byte count, SHA-256, truncation). Plaintext only with --plaintext.
+    Capture(CaptureArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Create this file once the probes are attached (for scripts and tests).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Write the capture counters and peak memory as JSON to this file at exit.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Print JSON lines (the only format for now; accepted for explicitness).
+    #[arg(long)]
+    json: bool,
+    /// Include the stream's plaintext (up to --plaintext-limit bytes). It is never printed
+    /// otherwise: prompts and completions are private.
+    #[arg(long)]
+    plaintext: bool,
+    /// Bytes of plaintext kept per stream with --plaintext.
+    #[arg(long, default_value_t = 4096)]
+    plaintext_limit: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
-    for name in ["sched_process_exec","sched_process_exit"] {
-        let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        p.load().unwrap(); p.attach(name).unwrap(); println!("{name} ok");
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match &cli.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
+        Command::Run(common) => (common, Box::new(LogSink(StreamDigester::new(None)))),
+        Command::Capture(args) => {
+            let limit = args.plaintext.then_some(args.plaintext_limit);
+            (
+                args.common,
+                Box::new(JsonLinesSink(StreamDigester::new(limit))),
+            )
+        }
+    };
+    let options = RunOptions {
+        sysfs_root: cli.sysfs_root,
+        ready_file: common.ready_file,
+    };
+    let summary = runtime.block_on(pipeline::run(
+        &config,
+        options,
+        sink.as_mut(),
+        shutdown_signal(),
+    ))?;
+    if let Some(path) = &common.stats_file {
+        write_json(path, &summary)?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)?;
+    Ok(())
+}
+
+/// `capture --json`: one line per finished stream direction on stdout, flushed at once.
+struct JsonLinesSink(StreamDigester);
+
+impl StreamSink for JsonLinesSink {
+    fn consume(&mut self, event: StreamEvent) {
+        if let Some(digest) = self.0.consume(event) {
+            let mut stdout = std::io::stdout().lock();
+            let line = serde_json::to_string(&digest).expect("digests serialise");
+            // A closed stdout (the reader went away) must not stop capture.
+            let _ = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
+        }
+    }
+}
+
+/// `run`: until the HTTP and LLM stages exist, finished streams are only logged at debug.
+struct LogSink(StreamDigester);
+
+impl StreamSink for LogSink {
+    fn consume(&mut self, event: StreamEvent) {
+        if let Some(d) = self.0.consume(event) {
+            debug!(pid = d.pid, comm = %d.comm, direction = ?d.direction, bytes = d.bytes,
+                truncated = d.truncated, reason = ?d.close_reason, "stream finished");
+        }
     }
 }

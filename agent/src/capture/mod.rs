@@ -1,0 +1,126 @@
+//! Capture: loads the eBPF programs, finds the processes and TLS libraries to probe,
+//! attaches, and hands the ring buffers to the pipeline.
+//!
+//! The programs copy plaintext at the return of `SSL_write`, `SSL_write_ex`, `SSL_read` and
+//! `SSL_read_ex` (only the bytes really moved) and report `SSL_shutdown`/`SSL_free` and
+//! process exec/exit. Nothing in the probed processes is changed or restarted.
+
+pub mod attach;
+pub mod counters;
+pub mod discovery;
+pub mod preflight;
+pub mod record;
+pub mod selector;
+pub mod symbols;
+
+use std::path::Path;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, UProbe},
+    Ebpf, EbpfLoader,
+};
+use tracing::warn;
+
+pub use attach::Attacher;
+pub use counters::CaptureCounters;
+
+/// The eBPF object, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenmeter"));
+
+/// Uprobe programs in the object.
+const UPROBE_PROGRAMS: [&str; 7] = [
+    "ssl_write",
+    "ssl_write_ex",
+    "ssl_read",
+    "ssl_read_ex",
+    "ssl_return",
+    "ssl_shutdown",
+    "ssl_free",
+];
+/// Raw tracepoint programs, named after their tracepoint.
+const TRACEPOINT_PROGRAMS: [&str; 2] = ["sched_process_exec", "sched_process_exit"];
+
+/// Why capture could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The kernel or the privileges are not enough.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    /// The object could not be loaded (maps could not be created).
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// A program was rejected by the verifier or could not be attached.
+    #[error("eBPF program `{program}` failed: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map the programs share with userspace is missing or of the wrong type.
+    #[error("eBPF map `{0}` is missing from the object or has an unexpected type")]
+    Map(&'static str),
+    /// Polling a ring buffer or writing the ready file failed.
+    #[error("I/O error: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// Everything capture owns once started.
+pub struct Capture {
+    pub attacher: Attacher,
+    pub data: RingBuf<MapData>,
+    pub control: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Checks the system, loads the programs and starts following process lifecycle. No TLS
+/// library is probed yet: that is the discovery loop's job.
+pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError> {
+    let report = preflight::check(sysfs)?;
+    for warning in report.warnings {
+        warn!("{warning}");
+    }
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(CaptureError::Load)?;
+    for program in UPROBE_PROGRAMS {
+        let uprobe: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or(CaptureError::Map(program))?
+            .try_into()
+            .map_err(|source| CaptureError::Program { program, source })?;
+        uprobe
+            .load()
+            .map_err(|source| CaptureError::Program { program, source })?;
+    }
+    for program in TRACEPOINT_PROGRAMS {
+        let tracepoint: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(CaptureError::Map(program))?
+            .try_into()
+            .map_err(|source| CaptureError::Program { program, source })?;
+        tracepoint
+            .load()
+            .map_err(|source| CaptureError::Program { program, source })?;
+        tracepoint
+            .attach(program)
+            .map_err(|source| CaptureError::Program { program, source })?;
+    }
+    let data = take_map(&mut ebpf, "DATA_EVENTS")?;
+    let control = take_map(&mut ebpf, "CONTROL_EVENTS")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    Ok(Capture {
+        attacher: Attacher::new(ebpf, all_processes),
+        data,
+        control,
+        counters,
+    })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::Map(name))?;
+    T::try_from(map).map_err(|_| CaptureError::Map(name))
+}

@@ -1,0 +1,345 @@
+//! The agent's main loop: capture -> streams -> a sink.
+//!
+//! One task owns the ring buffers, the reassembler and the attacher, so no state is shared.
+//! The ring buffers are the only queues: when the agent falls behind they fill and the kernel
+//! drops the newest records and counts them, which this loop reports. Full /proc scans run on
+//! a blocking thread so a slow scan never delays draining.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    future::Future,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use regex::Regex;
+use serde::Serialize;
+use tokio::{io::unix::AsyncFd, task::JoinHandle};
+use tracing::info;
+
+use crate::{
+    capture::{
+        self,
+        discovery::{ProcScanner, ProcessInfo},
+        record::{decode_control, decode_data, ControlRecord},
+        selector::Selector,
+        Attacher, CaptureCounters, CaptureError,
+    },
+    config::AgentConfig,
+    internal_events,
+    streams::{CloseReason, Reassembler, StreamEvent, StreamLimits},
+};
+
+/// Where finished stream events go.
+pub trait StreamSink {
+    fn consume(&mut self, event: StreamEvent);
+}
+
+/// Options that are not part of the configuration file.
+pub struct RunOptions {
+    /// Normally /sys; tests point it elsewhere to simulate a kernel without features.
+    pub sysfs_root: PathBuf,
+    /// Written once the probes are attached to every process found at start.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// What a run did, for `--stats-file` and the benchmark.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    #[serde(flatten)]
+    pub counters: CaptureCounters,
+    pub streams_closed: u64,
+    pub undecodable_records: u64,
+    pub max_rss_kib: u64,
+}
+
+/// Delays after an exec at which the new process is inspected: its libraries are mapped by
+/// the dynamic loader a few milliseconds after exec, or later by dlopen.
+const EXEC_RESCAN_DELAYS: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+];
+const TICK: Duration = Duration::from_millis(50);
+const COUNTER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+struct Loop<'a> {
+    attacher: Attacher,
+    data: AsyncFd<RingBuf<MapData>>,
+    control: AsyncFd<RingBuf<MapData>>,
+    counters_map: aya::maps::PerCpuArray<MapData, u64>,
+    reassembler: Reassembler,
+    scanner: ProcScanner,
+    selector: Selector,
+    sink: &'a mut dyn StreamSink,
+    events: Vec<StreamEvent>,
+    rescans: BTreeMap<Instant, Vec<u32>>,
+    streams_closed: u64,
+    undecodable: u64,
+    last_counters: CaptureCounters,
+}
+
+enum Wake {
+    Data,
+    Control,
+    Tick,
+    Scanned(Vec<ProcessInfo>),
+    Shutdown,
+}
+
+/// Runs until `shutdown` resolves, then finishes every open stream.
+pub async fn run(
+    config: &AgentConfig,
+    options: RunOptions,
+    sink: &mut dyn StreamSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunSummary, CaptureError> {
+    let selector = Selector::new(&config.selector).expect("validated config");
+    let capture = capture::start(&options.sysfs_root, selector.selects_all())?;
+    let library_pattern = Regex::new(&config.discovery.library_pattern).expect("validated config");
+    let io_error = |source: std::io::Error| CaptureError::Io(source);
+    let mut state = Loop {
+        attacher: capture.attacher,
+        data: register(capture.data)?,
+        control: register(capture.control)?,
+        counters_map: capture.counters,
+        reassembler: Reassembler::new(StreamLimits {
+            max_connections: config.streams.max_connections,
+            max_pending_bytes: config.streams.max_pending_bytes.get(),
+            idle_timeout_ns: config.streams.idle_timeout().as_nanos() as u64,
+            max_capture_per_call: tokenmeter_common::MAX_CAPTURE_PER_CALL as u64,
+        }),
+        scanner: ProcScanner::new("/proc", library_pattern),
+        selector,
+        sink,
+        events: Vec::new(),
+        rescans: BTreeMap::new(),
+        streams_closed: 0,
+        undecodable: 0,
+        last_counters: CaptureCounters::default(),
+    };
+
+    let processes = scan_all(&state.scanner);
+    state.apply_full_scan(processes);
+    info!(
+        probed_files = state.attacher.probed_files(),
+        all_processes = state.selector.selects_all(),
+        "capture ready"
+    );
+    if let Some(path) = &options.ready_file {
+        write_ready_file(path, state.attacher.probed_files()).map_err(io_error)?;
+    }
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_full_scan = Instant::now() + config.discovery.rescan_interval();
+    let mut next_counter_check = Instant::now() + COUNTER_CHECK_EVERY;
+    let mut scan_task: Option<JoinHandle<Vec<ProcessInfo>>> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let wake = tokio::select! {
+            guard = state.data.readable() => { guard.map_err(io_error)?.clear_ready(); Wake::Data }
+            guard = state.control.readable() => { guard.map_err(io_error)?.clear_ready(); Wake::Control }
+            _ = tick.tick() => Wake::Tick,
+            scanned = async { scan_task.as_mut().expect("guarded").await }, if scan_task.is_some() => {
+                scan_task = None;
+                Wake::Scanned(scanned.unwrap_or_default())
+            }
+            _ = &mut shutdown => Wake::Shutdown,
+        };
+        match wake {
+            Wake::Data => state.drain_data(),
+            // Data first: everything a thread wrote before its SSL_free or exit is then in.
+            Wake::Control => {
+                state.drain_data();
+                state.drain_control();
+            }
+            Wake::Tick => {
+                let now = Instant::now();
+                state.run_due_rescans(now);
+                state
+                    .reassembler
+                    .expire_idle(monotonic_ns(), &mut state.events);
+                state.forward();
+                if now >= next_full_scan && scan_task.is_none() {
+                    let scanner = state.scanner.clone();
+                    scan_task = Some(tokio::task::spawn_blocking(move || scan_all(&scanner)));
+                    next_full_scan = now + config.discovery.rescan_interval();
+                }
+                if now >= next_counter_check {
+                    state.check_counters();
+                    next_counter_check = now + COUNTER_CHECK_EVERY;
+                }
+            }
+            Wake::Scanned(processes) => state.apply_full_scan(processes),
+            Wake::Shutdown => break,
+        }
+    }
+
+    state.drain_data();
+    state.drain_control();
+    state.reassembler.close_all(&mut state.events);
+    state.forward();
+    state.check_counters();
+    let summary = RunSummary {
+        counters: state.last_counters,
+        streams_closed: state.streams_closed,
+        undecodable_records: state.undecodable,
+        max_rss_kib: max_rss_kib(),
+    };
+    internal_events::capture_stopped(
+        &summary.counters,
+        summary.streams_closed,
+        summary.max_rss_kib,
+    );
+    Ok(summary)
+}
+
+impl Loop<'_> {
+    fn drain_data(&mut self) {
+        let ring = self.data.get_mut();
+        while let Some(item) = ring.next() {
+            match decode_data(&item) {
+                Ok(record) => self.reassembler.push(record, &mut self.events),
+                Err(error) => {
+                    self.undecodable += 1;
+                    internal_events::record_undecodable("data", &error, self.undecodable);
+                }
+            }
+        }
+        self.forward();
+    }
+
+    fn drain_control(&mut self) {
+        let mut records = Vec::new();
+        let ring = self.control.get_mut();
+        while let Some(item) = ring.next() {
+            match decode_control(&item) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    self.undecodable += 1;
+                    internal_events::record_undecodable("control", &error, self.undecodable);
+                }
+            }
+        }
+        for record in records {
+            match record {
+                ControlRecord::Exec { pid } => {
+                    let now = Instant::now();
+                    for delay in EXEC_RESCAN_DELAYS {
+                        self.rescans.entry(now + delay).or_default().push(pid);
+                    }
+                }
+                ControlRecord::Exit { pid } => {
+                    self.reassembler.process_exited(pid, &mut self.events);
+                    self.attacher.process_exited(pid);
+                }
+                ControlRecord::ConnShutdown { pid, conn } => {
+                    self.reassembler
+                        .close(pid, conn, CloseReason::Shutdown, &mut self.events)
+                }
+                ControlRecord::ConnFree { pid, conn } => {
+                    self.reassembler
+                        .close(pid, conn, CloseReason::Free, &mut self.events)
+                }
+            }
+        }
+        self.forward();
+    }
+
+    fn run_due_rescans(&mut self, now: Instant) {
+        let later = self.rescans.split_off(&now);
+        let due = std::mem::replace(&mut self.rescans, later);
+        let pids: HashSet<u32> = due.into_values().flatten().collect();
+        for pid in pids {
+            if let Some(process) = self.scanner.inspect(pid) {
+                self.consider(&process);
+            }
+        }
+    }
+
+    fn apply_full_scan(&mut self, processes: Vec<ProcessInfo>) {
+        let mut live = HashSet::new();
+        for process in &processes {
+            live.extend(process.candidates.iter().map(|c| c.key));
+            self.consider(process);
+        }
+        self.attacher.retain_files(&live);
+    }
+
+    fn consider(&mut self, process: &ProcessInfo) {
+        if process.pid != std::process::id() && self.selector.matches(process) {
+            self.attacher.attach_process(process);
+        }
+    }
+
+    fn forward(&mut self) {
+        for event in self.events.drain(..) {
+            if matches!(event, StreamEvent::Closed { .. }) {
+                self.streams_closed += 1;
+            }
+            self.sink.consume(event);
+        }
+    }
+
+    fn check_counters(&mut self) {
+        let now = CaptureCounters::read(&self.counters_map);
+        let (events, bytes, control) = now.drops_since(&self.last_counters);
+        internal_events::capture_dropped(events, bytes, control);
+        tracing::debug!(
+            connections = self.reassembler.connections(),
+            probed_files = self.attacher.probed_files(),
+            events = now.events,
+            "capture progress"
+        );
+        self.last_counters = now;
+    }
+}
+
+/// Registers a ring buffer with the reactor, for readiness only.
+fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, CaptureError> {
+    // SAFETY: the ring buffer owns its map fd, returns the same fd for its whole life, and the
+    // AsyncFd owns the ring buffer, so the fd stays open while registered.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| CaptureError::Io(std::io::Error::other(e.to_string())))
+}
+
+fn scan_all(scanner: &ProcScanner) -> Vec<ProcessInfo> {
+    scanner
+        .pids()
+        .into_iter()
+        .filter_map(|pid| scanner.inspect(pid))
+        .collect()
+}
+
+fn write_ready_file(path: &std::path::Path, probed_files: usize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::json!({ "pid": std::process::id(), "probed_files": probed_files });
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(tmp, path)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which stamps the records.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+fn max_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
