@@ -26,7 +26,7 @@ pub fn capture_dropped(events: u64, bytes: u64, control: u64) {
 /// A ring buffer record did not decode (an agent/eBPF object version mismatch).
 pub fn record_undecodable(ring: &'static str, error: &dyn std::error::Error, total: u64) {
     // The first one and then every thousandth, so a systematic mismatch cannot flood the log.
-    if total == 1 || total % 1000 == 0 {
+    if total == 1 || total.is_multiple_of(1000) {
         warn!(ring, %error, total, "dropping undecodable record");
     }
 }

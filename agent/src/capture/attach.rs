@@ -180,7 +180,11 @@ impl Attacher {
                     };
                 match uprobe.attach(offset, &candidate.host_path, scope) {
                     Ok(id) => links.push(Link { program, id }),
-                    Err(error) => failures.push(format!("{program}@{}: {error}", probe.symbol())),
+                    Err(error) => failures.push(format!(
+                        "{program}@{}: {}",
+                        probe.symbol(),
+                        error_chain(&error)
+                    )),
                 }
             }
         }
@@ -194,6 +198,9 @@ impl Attacher {
                 functions = %functions.join(","),
                 "attached TLS probes"
             );
+        } else if matches!(scope, UProbeScope::OneProcess(pid) if !process_alive(pid.get())) {
+            // The process exited while we attached: nothing was missed.
+            debug!(path = %candidate.path.display(), scope = scope_name, "process gone before attach");
         } else {
             warn!(
                 path = %candidate.path.display(),
@@ -219,4 +226,20 @@ impl Attacher {
             }
         }
     }
+}
+
+/// An error and its sources, `a: b: c`, for one log field.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

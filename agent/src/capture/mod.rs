@@ -57,6 +57,9 @@ pub enum CaptureError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// A program is missing from the object (the agent and its eBPF object disagree).
+    #[error("eBPF program `{0}` is missing from the object")]
+    MissingProgram(&'static str),
     /// A map the programs share with userspace is missing or of the wrong type.
     #[error("eBPF map `{0}` is missing from the object or has an unexpected type")]
     Map(&'static str),
@@ -84,26 +87,16 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
         .load(EBPF_OBJECT)
         .map_err(CaptureError::Load)?;
     for program in UPROBE_PROGRAMS {
-        let uprobe: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or(CaptureError::Map(program))?
-            .try_into()
-            .map_err(|source| CaptureError::Program { program, source })?;
+        let uprobe: &mut UProbe = program_mut(&mut ebpf, program)?;
         uprobe
             .load()
             .map_err(|source| CaptureError::Program { program, source })?;
     }
     for program in TRACEPOINT_PROGRAMS {
-        let tracepoint: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(CaptureError::Map(program))?
-            .try_into()
-            .map_err(|source| CaptureError::Program { program, source })?;
+        let tracepoint: &mut RawTracePoint = program_mut(&mut ebpf, program)?;
         tracepoint
             .load()
-            .map_err(|source| CaptureError::Program { program, source })?;
-        tracepoint
-            .attach(program)
+            .and_then(|()| tracepoint.attach(program).map(drop))
             .map_err(|source| CaptureError::Program { program, source })?;
     }
     let data = take_map(&mut ebpf, "DATA_EVENTS")?;
@@ -115,6 +108,16 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
         control,
         counters,
     })
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or(CaptureError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| CaptureError::Program { program, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>

@@ -9,33 +9,33 @@ use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 /// A function the agent probes, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TlsProbe {
-    SslWrite,
-    SslWriteEx,
-    SslRead,
-    SslReadEx,
-    SslShutdown,
-    SslFree,
+    Write,
+    WriteEx,
+    Read,
+    ReadEx,
+    Shutdown,
+    Free,
 }
 
 impl TlsProbe {
     pub const ALL: [TlsProbe; 6] = [
-        Self::SslWrite,
-        Self::SslWriteEx,
-        Self::SslRead,
-        Self::SslReadEx,
-        Self::SslShutdown,
-        Self::SslFree,
+        Self::Write,
+        Self::WriteEx,
+        Self::Read,
+        Self::ReadEx,
+        Self::Shutdown,
+        Self::Free,
     ];
 
     /// The exported symbol.
     pub fn symbol(self) -> &'static str {
         match self {
-            Self::SslWrite => "SSL_write",
-            Self::SslWriteEx => "SSL_write_ex",
-            Self::SslRead => "SSL_read",
-            Self::SslReadEx => "SSL_read_ex",
-            Self::SslShutdown => "SSL_shutdown",
-            Self::SslFree => "SSL_free",
+            Self::Write => "SSL_write",
+            Self::WriteEx => "SSL_write_ex",
+            Self::Read => "SSL_read",
+            Self::ReadEx => "SSL_read_ex",
+            Self::Shutdown => "SSL_shutdown",
+            Self::Free => "SSL_free",
         }
     }
 
@@ -43,19 +43,19 @@ impl TlsProbe {
     /// program for the data-moving functions.
     pub fn programs(self) -> &'static [&'static str] {
         match self {
-            Self::SslWrite => &["ssl_write", "ssl_return"],
-            Self::SslWriteEx => &["ssl_write_ex", "ssl_return"],
-            Self::SslRead => &["ssl_read", "ssl_return"],
-            Self::SslReadEx => &["ssl_read_ex", "ssl_return"],
-            Self::SslShutdown => &["ssl_shutdown"],
-            Self::SslFree => &["ssl_free"],
+            Self::Write => &["ssl_write", "ssl_return"],
+            Self::WriteEx => &["ssl_write_ex", "ssl_return"],
+            Self::Read => &["ssl_read", "ssl_return"],
+            Self::ReadEx => &["ssl_read_ex", "ssl_return"],
+            Self::Shutdown => &["ssl_shutdown"],
+            Self::Free => &["ssl_free"],
         }
     }
 
     fn moves_data(self) -> bool {
         matches!(
             self,
-            Self::SslWrite | Self::SslWriteEx | Self::SslRead | Self::SslReadEx
+            Self::Write | Self::WriteEx | Self::Read | Self::ReadEx
         )
     }
 }
