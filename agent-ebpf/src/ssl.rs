@@ -19,9 +19,7 @@ use tokenmeter_common::{
     MAX_CAPTURE_PER_CALL, MAX_CHUNKS,
 };
 
-use crate::maps::{
-    count, CONTROL_EVENTS, DATA_EVENTS, PENDING_CALLS, SCRATCH, STREAM_POSITIONS,
-};
+use crate::maps::{count, CONTROL_EVENTS, DATA_EVENTS, PENDING_CALLS, SCRATCH, STREAM_POSITIONS};
 
 #[inline(always)]
 pub fn on_enter(ctx: &ProbeContext, function: TlsFunction) {
