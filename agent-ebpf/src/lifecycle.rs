@@ -1,8 +1,10 @@
-//! Process exec and exit, so the agent can discover new processes within a second and forget
-//! dead ones. Only the thread group leader's exit is reported.
+//! Process exec and exit, and library loads, so the agent can probe new processes before
+//! their first TLS call and forget dead ones. Only the thread group leader's exit is reported.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
-use tokenmeter_common::{counter, ControlEvent, CONTROL_EXEC, CONTROL_EXIT};
+use tokenmeter_common::{
+    counter, ControlEvent, CONTROL_EXEC, CONTROL_EXIT, CONTROL_LIBRARIES_CHANGED,
+};
 
 use crate::maps::{count, CONTROL_EVENTS};
 
@@ -19,6 +21,12 @@ pub fn on_exit() {
     if pid == tid {
         emit(pid, CONTROL_EXIT);
     }
+}
+
+#[inline(always)]
+pub fn on_libraries_changed() {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    emit(pid, CONTROL_LIBRARIES_CHANGED);
 }
 
 #[inline(always)]

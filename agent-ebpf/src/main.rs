@@ -62,6 +62,14 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `void _dl_debug_state(void)` in the dynamic loader, called after every change to the set
+/// of loaded libraries (start-up and dlopen).
+#[uprobe]
+pub fn dl_debug_state(_ctx: ProbeContext) -> u32 {
+    lifecycle::on_libraries_changed();
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
     lifecycle::on_exec();

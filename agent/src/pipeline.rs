@@ -54,8 +54,9 @@ pub struct RunSummary {
     pub max_rss_kib: u64,
 }
 
-/// Delays after an exec at which the new process is inspected: its libraries are mapped by
-/// the dynamic loader a few milliseconds after exec, or later by dlopen.
+/// Delays after an exec at which the new process is inspected again, besides at once: a
+/// fallback for processes whose loader has no hook (static binaries load nothing later; musl
+/// and glibc loaders do have one) or whose loader was new to the agent.
 const EXEC_RESCAN_DELAYS: [Duration; 3] = [
     Duration::from_millis(50),
     Duration::from_millis(300),
@@ -223,15 +224,22 @@ impl Loop<'_> {
                 }
             }
         }
+        let mut inspect_now = HashSet::new();
         for record in records {
             match record {
                 ControlRecord::Exec { pid } => {
+                    // The executable and its loader are mapped already; libraries come next.
+                    inspect_now.insert(pid);
                     let now = Instant::now();
                     for delay in EXEC_RESCAN_DELAYS {
                         self.rescans.entry(now + delay).or_default().push(pid);
                     }
                 }
+                ControlRecord::LibrariesChanged { pid } => {
+                    inspect_now.insert(pid);
+                }
                 ControlRecord::Exit { pid } => {
+                    inspect_now.remove(&pid);
                     self.reassembler.process_exited(pid, &mut self.events);
                     self.attacher.process_exited(pid);
                 }
@@ -243,6 +251,11 @@ impl Loop<'_> {
                     self.reassembler
                         .close(pid, conn, CloseReason::Free, &mut self.events)
                 }
+            }
+        }
+        for pid in inspect_now {
+            if let Some(process) = self.scanner.inspect(pid) {
+                self.consider(&process);
             }
         }
         self.forward();
@@ -269,9 +282,8 @@ impl Loop<'_> {
     }
 
     fn consider(&mut self, process: &ProcessInfo) {
-        if process.pid != std::process::id() && self.selector.matches(process) {
-            self.attacher.attach_process(process);
-        }
+        let selected = process.pid != std::process::id() && self.selector.matches(process);
+        self.attacher.attach_process(process, selected);
     }
 
     fn forward(&mut self) {

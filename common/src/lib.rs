@@ -153,6 +153,9 @@ pub const CONTROL_EXIT: u32 = 2;
 pub const CONTROL_CONN_SHUTDOWN: u32 = 3;
 /// `SSL_free` was called on a connection: the `SSL*` may be reused from now on.
 pub const CONTROL_CONN_FREE: u32 = 4;
+/// The process's dynamic loader mapped or unmapped libraries (`_dl_debug_state`, the hook
+/// debuggers use): inspect it now, a new TLS library may have arrived.
+pub const CONTROL_LIBRARIES_CHANGED: u32 = 5;
 
 /// Indexes into the per-CPU `COUNTERS` array. Userspace sums the CPUs.
 pub mod counter {

@@ -5,10 +5,17 @@
 //! restrictive selector, probes are attached per selected process (the kernel then installs
 //! the breakpoint only in that process's memory), so processes outside the selector do not
 //! pay for a trap at all.
+//!
+//! The dynamic loader of every process is probed too, at `_dl_debug_state` (the hook debuggers
+//! use), for all processes: it fires only when libraries are loaded, and tells the agent to
+//! look at the process at once, so a new library is probed before the process uses it.
 
 use std::{
     collections::{HashMap, HashSet},
+    fs::File,
     num::NonZeroU32,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
 };
 
 use aya::{
@@ -21,16 +28,30 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::{
-    discovery::{Candidate, FileKey, ProcessInfo},
-    symbols::{find_tls_symbols, TlsSymbols},
+    discovery::{Candidate, CandidateKind, FileKey, ProcessInfo},
+    symbols::{find_functions, find_tls_symbols, TlsSymbols},
 };
 
-/// What is known about a file.
+/// The loader function called after each change to the set of loaded libraries.
+const LOADER_HOOK: &str = "_dl_debug_state";
+/// The program attached there.
+const LOADER_PROGRAM: &str = "dl_debug_state";
+
+/// What is known about a file. Files worth probing stay open: uprobes are attached through
+/// `/proc/self/fd/N`, which keeps working after the process the file was found in exits.
 enum Verdict {
     /// Has TLS entry points at these offsets.
-    Tls(TlsSymbols),
+    Tls(TlsSymbols, File),
+    /// A dynamic loader with its hook at this offset.
+    Loader(u64, File),
     /// Not a TLS library (logged once), or unreadable (logged once).
     Skip,
+}
+
+/// A path to an open file that any later `open` (the kernel's, in perf_event_open) resolves
+/// to the same inode.
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 struct Link {
@@ -70,36 +91,71 @@ impl Attacher {
         files.len()
     }
 
-    /// Probes the TLS files of a selected process that are not probed yet.
-    pub fn attach_process(&mut self, process: &ProcessInfo) {
+    /// Probes the files of a process that are not probed yet: its loader always, its TLS
+    /// libraries when it is `selected`.
+    pub fn attach_process(&mut self, process: &ProcessInfo, selected: bool) {
         for candidate in &process.candidates {
-            if !self.is_tls(candidate, process.pid) {
-                continue;
-            }
-            if self.all_processes {
-                if self.global.contains_key(&candidate.key) {
-                    continue;
+            match (candidate.kind, self.verdict(candidate, process.pid)) {
+                (CandidateKind::Loader, Some(Verdict::Loader(offset, file))) => {
+                    let (offset, path) = (*offset, fd_path(file));
+                    if !self.global.contains_key(&candidate.key) {
+                        let links = self.attach_loader(candidate, &path, offset);
+                        self.global.insert(candidate.key, links);
+                    }
                 }
+                (_, Some(Verdict::Tls(..))) if selected => self.attach_tls(candidate, process.pid),
+                _ => {}
+            }
+        }
+    }
+
+    fn attach_tls(&mut self, candidate: &Candidate, pid: u32) {
+        if self.all_processes {
+            if !self.global.contains_key(&candidate.key) {
                 let links = self.attach_file(candidate, UProbeScope::AllProcesses, "all processes");
                 self.global.insert(candidate.key, links);
-            } else {
-                let Some(pid) = NonZeroU32::new(process.pid) else {
-                    continue;
-                };
-                let known = self
-                    .per_process
-                    .get(&process.pid)
-                    .is_some_and(|files| files.contains_key(&candidate.key));
-                if known {
-                    continue;
-                }
-                let scope_name = format!("pid {}", process.pid);
-                let links = self.attach_file(candidate, UProbeScope::OneProcess(pid), &scope_name);
-                self.per_process
-                    .entry(process.pid)
-                    .or_default()
-                    .insert(candidate.key, links);
             }
+            return;
+        }
+        let Some(nonzero_pid) = NonZeroU32::new(pid) else {
+            return;
+        };
+        let known = self
+            .per_process
+            .get(&pid)
+            .is_some_and(|files| files.contains_key(&candidate.key));
+        if !known {
+            let scope_name = format!("pid {pid}");
+            let links =
+                self.attach_file(candidate, UProbeScope::OneProcess(nonzero_pid), &scope_name);
+            self.per_process
+                .entry(pid)
+                .or_default()
+                .insert(candidate.key, links);
+        }
+    }
+
+    fn attach_loader(&mut self, candidate: &Candidate, path: &Path, offset: u64) -> Vec<Link> {
+        let attached = self
+            .ebpf
+            .program_mut(LOADER_PROGRAM)
+            .map(TryInto::<&mut UProbe>::try_into)
+            .and_then(Result::ok)
+            .map(|uprobe| uprobe.attach(offset, path, UProbeScope::AllProcesses));
+        match attached {
+            Some(Ok(id)) => {
+                info!(path = %candidate.path.display(), inode = candidate.key.inode, "attached loader hook");
+                vec![Link {
+                    program: LOADER_PROGRAM,
+                    id,
+                }]
+            }
+            Some(Err(error)) => {
+                warn!(path = %candidate.path.display(), error = %error_chain(&error),
+                    "cannot attach the loader hook: libraries loaded later are found by rescans only");
+                Vec::new()
+            }
+            None => Vec::new(),
         }
     }
 
@@ -133,28 +189,24 @@ impl Attacher {
         self.verdicts.retain(|key, _| live.contains(key));
     }
 
-    fn is_tls(&mut self, candidate: &Candidate, pid: u32) -> bool {
-        let verdict = self.verdicts.entry(candidate.key).or_insert_with(|| {
-            match find_tls_symbols(&candidate.host_path) {
-                Ok(symbols) if symbols.is_tls_library() => Verdict::Tls(symbols),
-                Ok(_) => {
-                    // Executables without a static OpenSSL are the common case: not worth a line.
-                    if !candidate.is_executable {
-                        info!(
-                            path = %candidate.path.display(),
-                            pid,
-                            "skipping library without SSL_read/SSL_write symbols"
-                        );
-                    }
-                    Verdict::Skip
-                }
+    /// What the file is, inspecting it the first time it is seen (and logging a skip once).
+    /// `None` when the process exited before its file could be opened: the next process
+    /// that maps the file gets the next try.
+    fn verdict(&mut self, candidate: &Candidate, pid: u32) -> Option<&Verdict> {
+        if !self.verdicts.contains_key(&candidate.key) {
+            let file = match File::open(&candidate.host_path) {
+                Ok(file) => file,
+                Err(_) if !process_alive(pid) => return None,
                 Err(error) => {
                     warn!(path = %candidate.path.display(), pid, %error, "skipping unreadable file");
-                    Verdict::Skip
+                    self.verdicts.insert(candidate.key, Verdict::Skip);
+                    return self.verdicts.get(&candidate.key);
                 }
-            }
-        });
-        matches!(verdict, Verdict::Tls(_))
+            };
+            let verdict = inspect(candidate, file, pid);
+            self.verdicts.insert(candidate.key, verdict);
+        }
+        self.verdicts.get(&candidate.key)
     }
 
     fn attach_file(
@@ -163,9 +215,10 @@ impl Attacher {
         scope: UProbeScope,
         scope_name: &str,
     ) -> Vec<Link> {
-        let Some(Verdict::Tls(symbols)) = self.verdicts.get(&candidate.key) else {
+        let Some(Verdict::Tls(symbols, file)) = self.verdicts.get(&candidate.key) else {
             return Vec::new();
         };
+        let path = fd_path(file);
         let mut links = Vec::new();
         let mut failures = Vec::new();
         for &(probe, offset) in &symbols.offsets {
@@ -178,7 +231,7 @@ impl Attacher {
                             continue;
                         }
                     };
-                match uprobe.attach(offset, &candidate.host_path, scope) {
+                match uprobe.attach(offset, &path, scope) {
                     Ok(id) => links.push(Link { program, id }),
                     Err(error) => failures.push(format!(
                         "{program}@{}: {}",
@@ -224,6 +277,35 @@ impl Attacher {
                 // A process that already exited took its breakpoints with it: nothing to report.
                 let _ = uprobe.detach(link.id);
             }
+        }
+    }
+}
+
+/// Reads what an opened candidate file is.
+fn inspect(candidate: &Candidate, file: File, pid: u32) -> Verdict {
+    let path = &candidate.path;
+    if candidate.kind == CandidateKind::Loader {
+        return match find_functions(&file, path, &[LOADER_HOOK]) {
+            Ok(found) => found[0].map_or(Verdict::Skip, |offset| Verdict::Loader(offset, file)),
+            Err(_) => Verdict::Skip,
+        };
+    }
+    match find_tls_symbols(&file, path) {
+        Ok(symbols) if symbols.is_tls_library() => Verdict::Tls(symbols, file),
+        Ok(_) => {
+            // Executables without a static OpenSSL are the common case: not worth a line.
+            if candidate.kind == CandidateKind::TlsLibrary {
+                info!(
+                    path = %path.display(),
+                    pid,
+                    "skipping library without SSL_read/SSL_write symbols"
+                );
+            }
+            Verdict::Skip
+        }
+        Err(error) => {
+            warn!(path = %path.display(), pid, %error, "skipping file that is not a readable ELF object");
+            Verdict::Skip
         }
     }
 }

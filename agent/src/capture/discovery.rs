@@ -28,8 +28,18 @@ pub struct Candidate {
     pub path: PathBuf,
     /// A path that opens the same file from the agent's namespace.
     pub host_path: PathBuf,
-    /// The process's executable (checked for a static OpenSSL), not a library.
-    pub is_executable: bool,
+    pub kind: CandidateKind,
+}
+
+/// Why a mapped file is of interest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidateKind {
+    /// The process's executable: checked for a statically linked OpenSSL/BoringSSL.
+    Executable,
+    /// A library whose name looks like a TLS library.
+    TlsLibrary,
+    /// The dynamic loader: its `_dl_debug_state` says when libraries were loaded.
+    Loader,
 }
 
 /// What the selector and the attach stage need to know about one process.
@@ -48,6 +58,7 @@ pub struct ProcessInfo {
 pub struct ProcScanner {
     proc_root: PathBuf,
     library_pattern: Regex,
+    loader_pattern: Regex,
 }
 
 impl ProcScanner {
@@ -55,6 +66,7 @@ impl ProcScanner {
         Self {
             proc_root: proc_root.into(),
             library_pattern,
+            loader_pattern: Regex::new(r"^ld-(linux|musl)[^/]*\.so(\.[0-9]+)*$").expect("valid"),
         }
     }
 
@@ -96,14 +108,22 @@ impl ProcScanner {
             let Some(mapping) = parse_maps_line(line) else {
                 continue;
             };
-            let is_executable = exe == Some(Path::new(mapping.path));
-            let is_library = Path::new(mapping.path)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|name| self.library_pattern.is_match(name));
-            if !(is_executable || is_library) || found.contains_key(&mapping.key) {
+            if found.contains_key(&mapping.key) {
                 continue;
             }
+            let name = Path::new(mapping.path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let kind = if exe == Some(Path::new(mapping.path)) {
+                CandidateKind::Executable
+            } else if self.library_pattern.is_match(name) {
+                CandidateKind::TlsLibrary
+            } else if self.loader_pattern.is_match(name) {
+                CandidateKind::Loader
+            } else {
+                continue;
+            };
             let host_path = if mapping.path.ends_with(" (deleted)") {
                 // Replaced on disk since it was mapped: only map_files still reaches it.
                 dir.join("map_files").join(mapping.range)
@@ -116,7 +136,7 @@ impl ProcScanner {
                     key: mapping.key,
                     path: PathBuf::from(mapping.path),
                     host_path,
-                    is_executable,
+                    kind,
                 },
             );
         }
@@ -219,7 +239,7 @@ mod tests {
         let exe = me
             .candidates
             .iter()
-            .find(|c| c.is_executable)
+            .find(|c| c.kind == CandidateKind::Executable)
             .expect("own executable");
         let meta = std::fs::metadata(&exe.host_path).unwrap();
         use std::os::unix::fs::MetadataExt;
@@ -227,6 +247,18 @@ mod tests {
         assert!(exe
             .host_path
             .starts_with(format!("/proc/{}/root", std::process::id())));
+    }
+
+    #[test]
+    fn finds_the_dynamic_loader_of_this_process() {
+        let me = scanner().inspect(std::process::id()).unwrap();
+        assert!(
+            me.candidates
+                .iter()
+                .any(|c| c.kind == CandidateKind::Loader),
+            "{:?}",
+            me.candidates
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use counters::CaptureCounters;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenmeter"));
 
 /// Uprobe programs in the object.
-const UPROBE_PROGRAMS: [&str; 7] = [
+const UPROBE_PROGRAMS: [&str; 8] = [
     "ssl_write",
     "ssl_write_ex",
     "ssl_read",
@@ -37,6 +37,7 @@ const UPROBE_PROGRAMS: [&str; 7] = [
     "ssl_return",
     "ssl_shutdown",
     "ssl_free",
+    "dl_debug_state",
 ];
 /// Raw tracepoint programs, named after their tracepoint.
 const TRACEPOINT_PROGRAMS: [&str; 2] = ["sched_process_exec", "sched_process_exit"];

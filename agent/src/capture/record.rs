@@ -3,7 +3,8 @@
 
 use tokenmeter_common::{
     ControlEvent, DataHeader, CONTROL_CONN_FREE, CONTROL_CONN_SHUTDOWN, CONTROL_EXEC, CONTROL_EXIT,
-    DATA_HEADER_LEN, DIRECTION_READ, DIRECTION_WRITE, FLAG_READ_FAILED, FLAG_TRUNCATED,
+    CONTROL_LIBRARIES_CHANGED, DATA_HEADER_LEN, DIRECTION_READ, DIRECTION_WRITE, FLAG_READ_FAILED,
+    FLAG_TRUNCATED,
 };
 
 /// Which way the plaintext went, seen from the process that called the TLS library.
@@ -66,6 +67,7 @@ pub enum ControlRecord {
     Exit { pid: u32 },
     ConnShutdown { pid: u32, conn: u64 },
     ConnFree { pid: u32, conn: u64 },
+    LibrariesChanged { pid: u32 },
 }
 
 /// A record that does not match the shared layout (a version mismatch or a kernel bug).
@@ -147,6 +149,7 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlRecord, RecordError> {
         CONTROL_EXIT => ControlRecord::Exit { pid },
         CONTROL_CONN_SHUTDOWN => ControlRecord::ConnShutdown { pid, conn },
         CONTROL_CONN_FREE => ControlRecord::ConnFree { pid, conn },
+        CONTROL_LIBRARIES_CHANGED => ControlRecord::LibrariesChanged { pid },
         code => {
             return Err(RecordError::UnknownCode {
                 what: "control kind",

@@ -77,7 +77,7 @@ impl TlsSymbols {
 /// Why a file could not be inspected.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
-    /// The file could not be opened or mapped.
+    /// The file could not be mapped.
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,
@@ -93,42 +93,67 @@ pub enum SymbolError {
     },
 }
 
-/// Reads the TLS probe points of the ELF file at `path`.
-pub fn find_tls_symbols(path: &Path) -> Result<TlsSymbols, SymbolError> {
+/// Reads the TLS probe points of an open ELF file; `path` only names it in errors.
+pub fn find_tls_symbols(file: &File, path: &Path) -> Result<TlsSymbols, SymbolError> {
+    let names: Vec<&str> = TlsProbe::ALL.iter().map(|p| p.symbol()).collect();
+    let offsets = find_functions(file, path, &names)?;
+    Ok(TlsSymbols {
+        offsets: TlsProbe::ALL
+            .into_iter()
+            .zip(offsets)
+            .filter_map(|(probe, offset)| Some((probe, offset?)))
+            .collect(),
+    })
+}
+
+/// The file offsets of the functions `names` defined in an open ELF file, in the order
+/// asked, `None` for those it does not define. Dynamic symbols are searched first, then the
+/// full symbol table (for executables that export nothing, like a static Node.js). `path`
+/// only names the file in errors.
+pub fn find_functions(
+    file: &File,
+    path: &Path,
+    names: &[&str],
+) -> Result<Vec<Option<u64>>, SymbolError> {
     let io = |source| SymbolError::Io {
         path: path.display().to_string(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
     // SAFETY: the map is read-only and dropped before returning; a concurrent truncation of a
     // mapped library would crash its users long before this parser.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io)?;
     let elf = object::File::parse(&*map).map_err(|source| SymbolError::Parse {
         path: path.display().to_string(),
         source,
     })?;
-    let mut found = TlsSymbols::default();
-    for probe in TlsProbe::ALL {
-        let symbol = elf.dynamic_symbols().chain(elf.symbols()).find(|s| {
-            s.kind() == SymbolKind::Text
-                && !s.is_undefined()
-                && s.address() != 0
-                && s.name_bytes().ok() == Some(probe.symbol().as_bytes())
-        });
-        let Some(symbol) = symbol else { continue };
+    let mut offsets = vec![None; names.len()];
+    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+        if symbol.kind() != SymbolKind::Text || symbol.is_undefined() || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name_bytes() else {
+            continue;
+        };
+        let Some(i) = names.iter().position(|n| n.as_bytes() == name) else {
+            continue;
+        };
+        if offsets[i].is_some() {
+            continue;
+        }
         let Some(section) = symbol
             .section_index()
             .and_then(|i| elf.section_by_index(i).ok())
         else {
             continue;
         };
-        let Some((section_offset, _)) = section.file_range() else {
-            continue;
-        };
-        let offset = symbol.address() - section.address() + section_offset;
-        found.offsets.push((probe, offset));
+        if let Some((section_offset, _)) = section.file_range() {
+            offsets[i] = Some(symbol.address() - section.address() + section_offset);
+        }
+        if offsets.iter().all(Option::is_some) {
+            break;
+        }
     }
-    Ok(found)
+    Ok(offsets)
 }
 
 #[cfg(test)]
@@ -144,7 +169,7 @@ mod tests {
             eprintln!("skipping: {LIBSSL} not installed");
             return;
         }
-        let symbols = find_tls_symbols(Path::new(LIBSSL)).unwrap();
+        let symbols = find_tls_symbols(&File::open(LIBSSL).unwrap(), Path::new(LIBSSL)).unwrap();
         assert!(symbols.is_tls_library());
         let found: Vec<_> = symbols.offsets.iter().map(|(p, _)| *p).collect();
         assert_eq!(found, TlsProbe::ALL.to_vec());
@@ -156,9 +181,23 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_loader_hook_in_the_dynamic_loader() {
+        let loader = Path::new("/lib64/ld-linux-x86-64.so.2");
+        if !loader.exists() {
+            eprintln!("skipping: no glibc loader at {}", loader.display());
+            return;
+        }
+        let file = File::open(loader).unwrap();
+        let found =
+            find_functions(&file, loader, &["_dl_debug_state", "no_such_function"]).unwrap();
+        assert!(found[0].is_some());
+        assert_eq!(found[1], None);
+    }
+
+    #[test]
     fn a_binary_without_tls_has_no_probe_points() {
         let me = std::env::current_exe().unwrap();
-        let symbols = find_tls_symbols(&me).unwrap();
+        let symbols = find_tls_symbols(&File::open(&me).unwrap(), &me).unwrap();
         assert!(!symbols.is_tls_library());
     }
 
@@ -167,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("libssl.so.9");
         std::fs::write(&path, b"not an elf").unwrap();
-        let error = find_tls_symbols(&path).unwrap_err();
+        let error = find_tls_symbols(&File::open(&path).unwrap(), &path).unwrap_err();
         assert!(matches!(error, SymbolError::Parse { .. }), "{error}");
     }
 }
