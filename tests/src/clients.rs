@@ -54,7 +54,13 @@ impl ClientRun {
         }
     }
 
-    fn from_json(finished: &Finished, path: &str, what: &str) -> ClientRun {
+    /// The BoringSSL client hashes the whole response, not the body.
+    pub fn into_raw_response(mut self) -> ClientRun {
+        self.response = self.body.take();
+        self
+    }
+
+    pub(crate) fn from_json(finished: &Finished, path: &str, what: &str) -> ClientRun {
         finished.assert_success(what);
         let out = finished.json(what);
         let num = |key: &str| out.get(key).and_then(|v| v.as_u64());
@@ -136,13 +142,22 @@ pub fn boringssl(bin: &Path, server: &Server, path: &str) -> ClientRun {
             .arg(path),
         CLIENT_TIMEOUT,
     );
-    let mut run = ClientRun::from_json(&finished, path, "boringssl_client");
+    let run = ClientRun::from_json(&finished, path, "boringssl_client");
     assert_eq!(
         run.pid, finished.pid,
         "boringssl_client printed another pid than its own"
     );
-    run.response = run.body.take();
-    run
+    run.into_raw_response()
+}
+
+/// `boringssl_client HOST PORT PATH` in hold mode (`TM_HOLD=1`), for [`crate::held::HeldClient`].
+pub fn boringssl_held_command(bin: &Path, server: &Server, path: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("TM_HOLD", "1")
+        .arg("127.0.0.1")
+        .arg(server.port.to_string())
+        .arg(path);
+    cmd
 }
 
 /// A Python process kept alive (stdin held open) after it ran `setup` and printed `ready`.

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod clients;
 pub mod expect;
 pub mod fixtures;
+pub mod held;
 pub mod procmem;
 pub mod server;
 pub mod wait;

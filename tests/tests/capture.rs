@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokenmeter_tests::agent::{self, Agent, AgentOptions, Direction};
 use tokenmeter_tests::clients::{self, Holder};
+use tokenmeter_tests::held::HeldClient;
 use tokenmeter_tests::server::Server;
-use tokenmeter_tests::{e2e_prelude, expect, fixtures, nonce, procmem, wait};
+use tokenmeter_tests::{e2e_prelude, expect, fixtures, nonce, procmem};
 
 /// The system OpenSSL that Python and curl load.
 const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
@@ -136,8 +137,13 @@ fn private_libssl_in_own_mount_namespace_is_captured() {
         .arg("sh")
         .arg(&copy)
         .arg(SYSTEM_LIBSSL)
-        .args(clients::python_client_args(&server.url(&path), 0));
-    let client = clients::run_python_command(&mut cmd, &path);
+        .args(clients::python_client_args(&server.url(&path), 0))
+        .arg("--hold");
+    // The copy is a file the agent has never seen: it must find it through the loader hook or
+    // a rescan, open it through /proc/PID/root, and probe it before the client's first call.
+    let held = HeldClient::start(&mut cmd, "python client in its own mount namespace");
+    held.wait_probed("libssl.so.3", &procmem::SSL_FUNCTIONS);
+    let client = held.release(&path);
     assert_eq!(
         client.libssl_inode,
         Some(private.ino()),
@@ -160,11 +166,15 @@ fn boringssl_client_is_captured() {
     let bin = fixtures::build_boringssl_client(build.path());
     let server = Server::start();
     let agent = Agent::start(AgentOptions::default());
-    let client = clients::boringssl(
-        &bin,
-        &server,
-        &format!("/size/3000?nonce={}", nonce("boring")),
+    // Started after the agent, with BoringSSL's libssl.so.0 that nothing mapped before: the
+    // agent must discover the new library and probe it before the client's first call.
+    let path = format!("/size/3000?nonce={}", nonce("boring"));
+    let held = HeldClient::start(
+        &mut clients::boringssl_held_command(&bin, &server, &path),
+        "boringssl_client",
     );
+    held.wait_probed("libssl.so.0", &["SSL_write", "SSL_read"]);
+    let client = held.release(&path).into_raw_response();
     let conn = server.connection_for(&client.path);
     client.assert_agrees_with(&conn);
 
@@ -179,27 +189,33 @@ fn process_outside_selector_gets_no_probe_and_no_record() {
         return;
     };
     let server = Server::start();
-    // Both map libssl.so.3 and exist before the agent starts: one stays `python3` (outside the
-    // selector), the other renames itself to `curl` (inside it).
+    // Both map libssl.so.3 before the agent starts: the holder stays `python3` (outside the
+    // selector), the held client renames itself `tm-selected` (inside it).
     let outside = Holder::start("import ssl");
-    let inside = Holder::start("import ssl\nopen('/proc/self/comm', 'w').write('curl')");
+    let selected_path = format!("/size/1500?nonce={}", nonce("selected"));
+    let mut args = clients::python_client_args(&server.url(&selected_path), 0);
+    args.extend(["--hold".into(), "--comm".into(), "tm-selected".into()]);
+    let selected = HeldClient::start(Command::new(&args[0]).args(&args[1..]), "selected client");
     let agent = Agent::start(AgentOptions {
-        config: Some("[selector]\ncomm = [\"^curl$\"]\n".to_string()),
+        config: Some("[selector]\ncomm = [\"^tm-selected$\"]\n".to_string()),
         ..Default::default()
     });
+    // The selected process gets its probes (per process: the kernel patches only its code).
+    selected.wait_probed("libssl.so.3", &procmem::SSL_FUNCTIONS);
 
-    let curl = clients::curl(&server, &format!("/size/1500?nonce={}", nonce("selected")));
+    let inside = selected.release(&selected_path);
+    let curl = clients::curl(&server, &format!("/size/1400?nonce={}", nonce("curl")));
     let python = clients::python(
         &server,
         &format!("/size/1600?nonce={}", nonce("unselected")),
         0,
     );
+    let inside_conn = server.connection_for(&inside.path);
     let curl_conn = server.connection_for(&curl.path);
     let python_conn = server.connection_for(&python.path);
-    curl.assert_agrees_with(&curl_conn);
-    python.assert_agrees_with(&python_conn);
+    inside.assert_agrees_with(&inside_conn);
 
-    // No breakpoint in the code of processes outside the selector...
+    // No breakpoint in the code of processes outside the selector.
     for (pid, what) in [
         (outside.pid, "python3 holder"),
         (python_conn.server_pid, "tls_server.py"),
@@ -211,22 +227,13 @@ fn process_outside_selector_gets_no_probe_and_no_record() {
             "{what} (pid {pid}) is outside the selector but has probes: {patched:#?}"
         );
     }
-    // ...while the selected one does (probe placement inside the functions is the agent's choice).
-    let probed = wait::poll_until(Duration::from_secs(10), || {
-        let code = procmem::function_code(inside.pid, "libssl.so.3", &procmem::SSL_FUNCTIONS);
-        code.iter().any(|f| f.is_patched()).then_some(())
-    });
-    assert!(
-        probed.is_some(),
-        "the selected process (comm curl, pid {}) got no probe in libssl.so.3",
-        inside.pid
-    );
 
     let run = agent.stop();
     run.assert_clean_exit();
-    expect::client_side(&run, curl.pid, &curl_conn);
+    expect::client_side(&run, inside.pid, &inside_conn);
+    expect::nothing_for(&run, curl.pid, "curl");
     expect::nothing_for(&run, python.pid, "the python client");
-    expect::nothing_for(&run, python_conn.server_pid, "the python server");
+    expect::nothing_for(&run, curl_conn.server_pid, "the python server");
     expect::nothing_for(&run, outside.pid, "the python3 holder");
 }
 

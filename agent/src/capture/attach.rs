@@ -219,6 +219,7 @@ impl Attacher {
             return Vec::new();
         };
         let path = fd_path(file);
+        let started = std::time::Instant::now();
         let mut links = Vec::new();
         let mut failures = Vec::new();
         for &(probe, offset) in &symbols.offsets {
@@ -249,6 +250,7 @@ impl Attacher {
                 inode = candidate.key.inode,
                 scope = scope_name,
                 functions = %functions.join(","),
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "attached TLS probes"
             );
         } else if matches!(scope, UProbeScope::OneProcess(pid) if !process_alive(pid.get())) {
