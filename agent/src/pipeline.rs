@@ -52,6 +52,8 @@ pub struct RunSummary {
     pub streams_closed: u64,
     pub undecodable_records: u64,
     pub max_rss_kib: u64,
+    /// CPU time the agent used, user + system, in milliseconds.
+    pub cpu_ms: u64,
 }
 
 /// Delays after an exec at which the new process is inspected again, besides at once: a
@@ -188,6 +190,7 @@ pub async fn run(
         streams_closed: state.streams_closed,
         undecodable_records: state.undecodable,
         max_rss_kib: max_rss_kib(),
+        cpu_ms: cpu_ms(),
     };
     internal_events::capture_stopped(
         &summary.counters,
@@ -341,6 +344,18 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of this process (user + system), in milliseconds.
+fn cpu_ms() -> u64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// Peak resident set size of this process (VmHWM), in KiB.

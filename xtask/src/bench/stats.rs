@@ -15,6 +15,8 @@ pub struct AgentStats {
     dropped_bytes: u64,
     dropped_control: u64,
     pub max_rss_kib: u64,
+    /// The agent's own CPU time (user + system) over its whole run, in ms.
+    pub cpu_ms: u64,
 }
 
 impl AgentStats {
@@ -32,6 +34,7 @@ impl AgentStats {
             dropped_bytes: get("dropped_bytes")?,
             dropped_control: get("dropped_control")?,
             max_rss_kib: get("max_rss_kib")?,
+            cpu_ms: get("cpu_ms")?,
         })
     }
 
