@@ -6,10 +6,26 @@ use aya_ebpf::{
 };
 use tokenmeter_common::{counter, DataEvent, PendingCall, StreamKey};
 
+/// Size of `DATA_EVENTS`.
+const DATA_RING_BYTES: u32 = 32 * 1024 * 1024;
+
 /// Plaintext chunks, read by the agent's capture stage. 32 MiB: at the 16 KiB chunk size it
-/// holds 2048 full chunks, about a second of a busy node's TLS writes.
+/// holds 2048 full chunks, well over the agent's polling period of a busy node's TLS writes.
 #[map]
-pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+pub static DATA_EVENTS: RingBuf = RingBuf::with_byte_size(DATA_RING_BYTES, 0);
+
+/// Data records do not wake the agent one by one (a wake-up per 64-byte write would cost the
+/// agent more than the copy): it drains the ring on a short timer. Once a quarter of the ring
+/// is waiting, the record wakes it at once so a burst cannot fill the ring between two polls.
+#[inline(always)]
+pub fn data_wakeup_flags() -> u64 {
+    let waiting = DATA_EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if waiting > u64::from(DATA_RING_BYTES / 4) {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Exec, exit and connection close notifications; small records, kept apart from the data
 /// so a burst of payload can never crowd out the close that finishes a stream.

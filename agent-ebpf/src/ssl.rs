@@ -19,7 +19,9 @@ use tokenmeter_common::{
     MAX_CAPTURE_PER_CALL, MAX_CHUNKS,
 };
 
-use crate::maps::{count, CONTROL_EVENTS, DATA_EVENTS, PENDING_CALLS, SCRATCH, STREAM_POSITIONS};
+use crate::maps::{
+    count, data_wakeup_flags, CONTROL_EVENTS, DATA_EVENTS, PENDING_CALLS, SCRATCH, STREAM_POSITIONS,
+};
 
 #[inline(always)]
 pub fn on_enter(ctx: &ProbeContext, function: TlsFunction) {
@@ -162,7 +164,10 @@ fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: u64)
         // SAFETY: record_len <= size_of::<DataEvent>(), checked above.
         let record =
             unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, record_len) };
-        if DATA_EVENTS.output::<[u8]>(record, 0).is_ok() {
+        if DATA_EVENTS
+            .output::<[u8]>(record, data_wakeup_flags())
+            .is_ok()
+        {
             count(counter::EVENTS, 1);
             count(counter::BYTES, payload_len as u64);
         } else {

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use crate::util::{self, Steps};
 
 /// What the fixtures need: TLS clients and servers, headers and a compiler for the C loop,
-/// BoringSSL as a second TLS library, and util-linux, whose tools the end-to-end tests call.
+/// BoringSSL as a second TLS library, util-linux (unshare, setpriv) and binutils (nm), whose
+/// tools the end-to-end tests call.
 const PACKAGES: &[&str] = &[
     "curl",
     "openssl",
@@ -18,9 +19,10 @@ const PACKAGES: &[&str] = &[
     "python3",
     "android-libboringssl-dev",
     "util-linux",
+    "binutils",
 ];
 
-/// Installed when no `node` is on PATH (any Node.js will do; Debian's links OpenSSL statically).
+/// Installed when no `node` is on PATH (any Node.js will do: a static OpenSSL is probed in the executable, a shared one in libssl).
 const NODE_PACKAGE: &str = "nodejs";
 
 pub fn install_test_packages(steps: &mut Steps) -> Result<()> {

@@ -78,17 +78,18 @@ pub fn report(
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "| events/s sustained (64 B, {} calls) | drops | agent CPU per 1000 events | agent max RSS |",
+        "| events/s sustained (64 B, {} calls) | drops | agent CPU per 1000 events | agent max RSS (incl. mapped ring buffers) | agent anonymous RSS at exit |",
         rate.iterations
     );
-    let _ = writeln!(md, "|---:|---|---:|---:|");
+    let _ = writeln!(md, "|---:|---|---:|---:|---:|");
     let _ = writeln!(
         md,
-        "| {:.0} | {} | {:.1} ms | {:.1} MiB |",
+        "| {:.0} | {} | {:.1} ms | {:.1} MiB | {:.1} MiB |",
         rate.events_per_second,
         rate.stats.drops(),
         rate.stats.cpu_ms as f64 * 1000.0 / rate.stats.events.max(1) as f64,
-        max_rss_kib as f64 / 1024.0
+        max_rss_kib as f64 / 1024.0,
+        rate.stats.rss_anon_kib as f64 / 1024.0
     );
     let _ = writeln!(md, "\nRaw runs (µs/call, wall / CPU):\n");
     let _ = writeln!(md, "| size (B) | round | without | with |");

@@ -15,6 +15,8 @@ pub struct AgentStats {
     dropped_bytes: u64,
     dropped_control: u64,
     pub max_rss_kib: u64,
+    /// The agent's anonymous resident memory at exit (its heap, not the mapped ring buffers).
+    pub rss_anon_kib: u64,
     /// The agent's own CPU time (user + system) over its whole run, in ms.
     pub cpu_ms: u64,
 }
@@ -35,6 +37,7 @@ impl AgentStats {
             dropped_control: get("dropped_control")?,
             max_rss_kib: get("max_rss_kib")?,
             cpu_ms: get("cpu_ms")?,
+            rss_anon_kib: get("rss_anon_kib")?,
         })
     }
 
