@@ -6,7 +6,7 @@
 //! a blocking thread so a slow scan never delays draining.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashSet, VecDeque},
     future::Future,
     path::PathBuf,
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use crate::{
     },
     config::AgentConfig,
     internal_events,
-    streams::{CloseReason, Reassembler, StreamEvent, StreamLimits},
+    streams::{CloseReason, ConnId, Reassembler, StreamEvent, StreamLimits},
 };
 
 /// Where finished stream events go.
@@ -72,6 +72,18 @@ const EXEC_RESCAN_DELAYS: [Duration; 3] = [
 /// quarter of it is full or a control record arrives.
 const TICK: Duration = Duration::from_millis(20);
 const COUNTER_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long a close or an exit waits before it finishes streams. The two ring buffers are not
+/// ordered with each other, and the data ring is read in reservation order: a record another
+/// CPU is still writing holds back the records behind it, so the last data of a connection can
+/// be readable only after its `SSL_free` is. Records are written in microseconds; this covers
+/// that with a wide margin (a drain runs every tick).
+const CLOSE_GRACE: Duration = Duration::from_millis(60);
+
+/// A close or exit waiting for [`CLOSE_GRACE`].
+enum PendingClose {
+    Conn(ConnId, CloseReason),
+    Process(u32),
+}
 
 struct Loop<'a> {
     attacher: Attacher,
@@ -84,6 +96,7 @@ struct Loop<'a> {
     sink: &'a mut dyn StreamSink,
     events: Vec<StreamEvent>,
     rescans: BTreeMap<Instant, Vec<u32>>,
+    closes: VecDeque<(Instant, PendingClose)>,
     streams_closed: u64,
     undecodable: u64,
     last_counters: CaptureCounters,
@@ -124,6 +137,7 @@ pub async fn run(
         sink,
         events: Vec::new(),
         rescans: BTreeMap::new(),
+        closes: VecDeque::new(),
         streams_closed: 0,
         undecodable: 0,
         last_counters: CaptureCounters::default(),
@@ -167,6 +181,7 @@ pub async fn run(
             Wake::Tick => {
                 state.drain_data();
                 let now = Instant::now();
+                state.apply_due_closes(Some(now));
                 state.run_due_rescans(now);
                 state
                     .reassembler
@@ -189,6 +204,8 @@ pub async fn run(
 
     state.drain_data();
     state.drain_control();
+    state.drain_data();
+    state.apply_due_closes(None);
     state.reassembler.close_all(&mut state.events);
     state.forward();
     state.check_counters();
@@ -236,12 +253,12 @@ impl Loop<'_> {
             }
         }
         let mut inspect_now = HashSet::new();
+        let now = Instant::now();
         for record in records {
             match record {
                 ControlRecord::Exec { pid } => {
                     // The executable and its loader are mapped already; libraries come next.
                     inspect_now.insert(pid);
-                    let now = Instant::now();
                     for delay in EXEC_RESCAN_DELAYS {
                         self.rescans.entry(now + delay).or_default().push(pid);
                     }
@@ -251,22 +268,47 @@ impl Loop<'_> {
                 }
                 ControlRecord::Exit { pid } => {
                     inspect_now.remove(&pid);
-                    self.reassembler.process_exited(pid, &mut self.events);
                     self.attacher.process_exited(pid);
+                    self.closes
+                        .push_back((now + CLOSE_GRACE, PendingClose::Process(pid)));
                 }
                 ControlRecord::ConnShutdown { pid, conn } => {
-                    self.reassembler
-                        .close(pid, conn, CloseReason::Shutdown, &mut self.events)
+                    self.close_later(now, pid, conn, CloseReason::Shutdown)
                 }
                 ControlRecord::ConnFree { pid, conn } => {
-                    self.reassembler
-                        .close(pid, conn, CloseReason::Free, &mut self.events)
+                    self.close_later(now, pid, conn, CloseReason::Free)
                 }
             }
         }
         for pid in inspect_now {
             if let Some(process) = self.scanner.inspect(pid) {
                 self.consider(&process);
+            }
+        }
+        self.forward();
+    }
+
+    fn close_later(&mut self, now: Instant, pid: u32, conn: u64, reason: CloseReason) {
+        if let Some(id) = self.reassembler.current(pid, conn) {
+            self.closes
+                .push_back((now + CLOSE_GRACE, PendingClose::Conn(id, reason)));
+        }
+    }
+
+    /// Applies the closes whose grace period ended (all of them when `now` is `None`).
+    fn apply_due_closes(&mut self, now: Option<Instant>) {
+        while let Some((due, _)) = self.closes.front() {
+            if now.is_some_and(|now| *due > now) {
+                break;
+            }
+            let (_, close) = self.closes.pop_front().expect("peeked");
+            match close {
+                PendingClose::Conn(id, reason) => {
+                    self.reassembler.close_id(id, reason, &mut self.events)
+                }
+                PendingClose::Process(pid) => {
+                    self.reassembler.process_exited(pid, &mut self.events)
+                }
             }
         }
         self.forward();

@@ -12,6 +12,6 @@
 pub mod digest;
 mod reassembler;
 
-pub use reassembler::{CloseReason, Reassembler, StreamEvent, StreamId, StreamLimits};
 #[cfg(test)]
-pub use reassembler::{ConnId, GapCause};
+pub use reassembler::GapCause;
+pub use reassembler::{CloseReason, ConnId, Reassembler, StreamEvent, StreamId, StreamLimits};

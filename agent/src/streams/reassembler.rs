@@ -214,6 +214,19 @@ impl Reassembler {
         drain(state, id, &limits, out);
     }
 
+    /// The connection currently tracked for `(pid, conn)`, if any.
+    pub fn current(&self, pid: u32, conn: u64) -> Option<ConnId> {
+        self.conns.peek(&(pid, conn)).map(|state| state.id)
+    }
+
+    /// Finishes a connection if it is still the one named by `id` (not a newer connection
+    /// that reused the same `SSL*` in the meantime).
+    pub fn close_id(&mut self, id: ConnId, reason: CloseReason, out: &mut Vec<StreamEvent>) {
+        if self.current(id.pid, id.conn) == Some(id) {
+            self.close(id.pid, id.conn, reason, out);
+        }
+    }
+
     /// Finishes both directions of a connection (`SSL_shutdown`, `SSL_free`).
     pub fn close(&mut self, pid: u32, conn: u64, reason: CloseReason, out: &mut Vec<StreamEvent>) {
         if let Some(state) = self.conns.pop(&(pid, conn)) {

@@ -255,3 +255,22 @@ fn feeding_chunks_one_by_one_or_shuffled_gives_the_same_stream() {
     assert_eq!(bytes, data);
     assert_eq!(gaps, 0);
 }
+
+#[test]
+fn a_delayed_close_spares_a_newer_connection_on_the_same_ssl_pointer() {
+    let mut r = Reassembler::new(LIMITS);
+    let mut out = vec![];
+    r.push(chunk(1, 10, Direction::Write, 0, b"old", 1), &mut out);
+    let old = r.current(1, 10).unwrap();
+    // The SSL* is reused before the delayed close of the old connection is applied.
+    r.push(chunk(1, 10, Direction::Write, 0, b"new", 2), &mut out);
+    r.close_id(old, CloseReason::Free, &mut out);
+    assert_ne!(r.current(1, 10), Some(old));
+    assert!(
+        r.current(1, 10).is_some(),
+        "the new connection must stay open"
+    );
+    let new = r.current(1, 10).unwrap();
+    r.close_id(new, CloseReason::Free, &mut out);
+    assert_eq!(r.connections(), 0);
+}
