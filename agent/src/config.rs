@@ -17,6 +17,10 @@ pub struct AgentConfig {
     pub discovery: DiscoveryConfig,
     /// Reassembly of captured chunks into per-connection streams.
     pub streams: StreamsConfig,
+    /// HTTP decoding.
+    pub http: crate::http::HttpConfig,
+    /// Identity taken from requests.
+    pub identity: crate::attribution::IdentityConfig,
 }
 
 /// Limits what is metered. Empty lists mean "no restriction"; a process is metered when it
@@ -157,6 +161,12 @@ impl AgentConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                field: "http.max_body_bytes".into(),
+                reason: "must be at least 1024".into(),
+            });
+        }
         if self.streams.idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "streams.idle_timeout_secs".into(),
@@ -219,6 +229,8 @@ mod tests {
                 "streams.idle_timeout_secs",
             ),
             ("[streams]\nmax_connections = 0", "max_connections"),
+            ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
+            ("[identity]\nheaders = \"x\"", "identity"),
             ("[selector]\ncomn = []", "comn"),
         ];
         for (text, field) in cases {

@@ -4,11 +4,18 @@
 //! libraries (no restart, no change to them), reassembles it into per-connection streams and
 //! turns it into usage records. `capture` is the debug view of the first two stages.
 
+mod attribution;
 mod capture;
 mod config;
+mod export;
+mod http;
 mod internal_events;
+mod llm;
+mod meter;
 mod pipeline;
+mod record;
 mod streams;
+mod tokens;
 
 use std::{
     io::Write,
@@ -17,7 +24,7 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
-use tracing::{debug, error};
+use tracing::error;
 
 use crate::{
     config::AgentConfig,
@@ -43,9 +50,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: capture TLS traffic and reassemble it into streams (logs one line per
-    /// finished stream at debug level).
-    Run(CommonArgs),
+    /// Run the agent: meter every LLM request in the captured TLS traffic and export one usage
+    /// record per request.
+    Run(RunArgs),
     /// Debug view: print one JSON line per finished stream direction (pid, comm, connection,
     /// direction, byte count, SHA-256, truncation). Plaintext only with --plaintext.
     Capture(CaptureArgs),
@@ -59,6 +66,21 @@ struct CommonArgs {
     /// Write the capture counters and peak memory as JSON to this file at exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where usage records go: `stdout` prints them as JSON lines.
+    #[arg(long, value_enum, default_value_t = ExportKind::Stdout)]
+    export: ExportKind,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportKind {
+    /// JSON lines on standard output.
+    Stdout,
 }
 
 #[derive(Args)]
@@ -106,7 +128,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
-        Command::Run(common) => (common, Box::new(LogSink(StreamDigester::new(None)))),
+        Command::Run(args) => {
+            let export: Box<dyn export::RecordSink> = match args.export {
+                ExportKind::Stdout => Box::new(export::StdoutExport),
+            };
+            let meter = meter::Meter::new(
+                http::HttpStage::new(&config.http),
+                attribution::IdentityExtractor::new(&config.identity)?,
+                export,
+            );
+            (args.common, Box::new(meter))
+        }
         Command::Capture(args) => {
             let limit = args.plaintext.then_some(args.plaintext_limit);
             (
@@ -126,7 +158,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         shutdown_signal(),
     ))?;
     if let Some(path) = &common.stats_file {
-        write_json(path, &summary)?;
+        let mut stats = serde_json::to_value(&summary)?;
+        if let (Some(stats), serde_json::Value::Object(extra)) =
+            (stats.as_object_mut(), sink.report())
+        {
+            stats.extend(extra);
+        }
+        write_json(path, &stats)?;
     }
     Ok(())
 }
@@ -156,18 +194,6 @@ impl StreamSink for JsonLinesSink {
             let line = serde_json::to_string(&digest).expect("digests serialise");
             // A closed stdout (the reader went away) must not stop capture.
             let _ = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
-        }
-    }
-}
-
-/// `run`: until the HTTP and LLM stages exist, finished streams are only logged at debug.
-struct LogSink(StreamDigester);
-
-impl StreamSink for LogSink {
-    fn consume(&mut self, event: StreamEvent) {
-        if let Some(d) = self.0.consume(event) {
-            debug!(pid = d.pid, comm = %d.comm, direction = ?d.direction, bytes = d.bytes,
-                truncated = d.truncated, reason = ?d.close_reason, "stream finished");
         }
     }
 }

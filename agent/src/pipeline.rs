@@ -34,6 +34,11 @@ use crate::{
 /// Where finished stream events go.
 pub trait StreamSink {
     fn consume(&mut self, event: StreamEvent);
+
+    /// What the sink's own stages counted, for `--stats-file`.
+    fn report(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Options that are not part of the configuration file.

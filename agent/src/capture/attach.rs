@@ -324,6 +324,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether the process still has a root to open files through (a zombie or an exiting
+/// process has none, though its /proc entry may still be there).
 fn process_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_link(format!("/proc/{pid}/root")).is_ok()
 }

@@ -1,0 +1,762 @@
+//! HTTP/1.x: keep-alive and pipelining, Content-Length, chunked transfer, bodies delimited by
+//! the connection's end, `Expect: 100-continue` and other interim responses, HEAD, 204 and 304.
+//!
+//! Each flow has its own incremental parser; requests and responses are paired in order, as
+//! HTTP/1.1 requires. A response's framing depends on its request (HEAD has no body), so the
+//! methods of requests still waiting for a final response are kept in a queue. After a gap or
+//! malformed bytes a flow looks for the next line that starts a message and carries on.
+
+use std::collections::VecDeque;
+
+use super::{
+    Body, BodyLimits, ConnectionDecoder, Exchange, Flow, Headers, HttpError, HttpRequest,
+    HttpResponse, HttpVersion, Role,
+};
+use crate::streams::ConnId;
+
+/// Largest request or status line plus headers accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers in one message.
+const MAX_HEADERS: usize = 128;
+/// Most requests waiting for their responses (pipelining depth).
+const MAX_QUEUED: usize = 64;
+/// Methods a request line may start with when looking for the next message after a gap.
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// The start line of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StartLine {
+    Request { method: String, target: String },
+    Response { status: u16 },
+}
+
+/// A message being read or read.
+#[derive(Clone, Debug)]
+struct Message {
+    start: StartLine,
+    version: HttpVersion,
+    headers: Headers,
+    body: Body,
+    start_ns: u64,
+    end_ns: u64,
+    stream_pos: u64,
+    error: Option<HttpError>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(Framing),
+    /// Looking for the start of the next message after a gap or malformed bytes.
+    Resync,
+    /// Nothing more is read on this flow (a protocol switch).
+    Stopped,
+}
+
+/// One direction's parser.
+struct FlowParser {
+    flow: Flow,
+    buf: Vec<u8>,
+    /// Stream position of `buf[0]`.
+    pos: u64,
+    /// How far `buf` was searched for the end of a head already.
+    scanned: usize,
+    state: State,
+    current: Option<Message>,
+    /// The current message failed: once it is reported, look for the next message start.
+    resync_pending: bool,
+}
+
+/// Methods of the requests still waiting for their final response, oldest first.
+type MethodQueue = VecDeque<String>;
+
+impl FlowParser {
+    fn new(flow: Flow, start_pos: u64) -> Self {
+        Self {
+            flow,
+            buf: Vec::new(),
+            pos: start_pos,
+            scanned: 0,
+            state: State::Head,
+            current: None,
+            resync_pending: false,
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self.flow {
+            Flow::ToServer => "request",
+            Flow::ToClient => "response",
+        }
+    }
+
+    /// Parses what it can, pushing finished messages to `done`.
+    fn push(
+        &mut self,
+        bytes: &[u8],
+        ts: u64,
+        limits: &BodyLimits,
+        methods: &mut MethodQueue,
+        done: &mut Vec<Message>,
+    ) {
+        if self.state == State::Stopped {
+            self.pos += bytes.len() as u64;
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(bytes);
+        let mut consumed = 0;
+        loop {
+            let rest = &buf[consumed..];
+            let rest_pos = self.pos + consumed as u64;
+            let before = self.state;
+            let used = match self.state {
+                State::Stopped => rest.len(),
+                State::Resync => self.resync(rest),
+                State::Head => match self.parse_head(rest, rest_pos, ts, methods) {
+                    Some(used) => used,
+                    None => break,
+                },
+                State::Body(framing) => self.body(framing, rest, ts, limits),
+            };
+            consumed += used;
+            let finished = self.finished_message(ts);
+            let progressed = used > 0 || finished.is_some() || self.state != before;
+            done.extend(finished);
+            if !progressed || consumed == buf.len() {
+                break;
+            }
+        }
+        buf.drain(..consumed);
+        self.buf = buf;
+        self.pos += consumed as u64;
+        self.scanned = self.scanned.saturating_sub(consumed);
+    }
+
+    /// The current message, when its body just ended.
+    fn finished_message(&mut self, ts: u64) -> Option<Message> {
+        if self.state != State::Body(Framing::None) {
+            return None;
+        }
+        self.state = if std::mem::take(&mut self.resync_pending) {
+            State::Resync
+        } else {
+            State::Head
+        };
+        let mut message = self.current.take()?;
+        message.end_ns = ts;
+        Some(message)
+    }
+
+    /// Reads a start line and headers; `None` until they are all there.
+    fn parse_head(
+        &mut self,
+        rest: &[u8],
+        rest_pos: u64,
+        ts: u64,
+        methods: &mut MethodQueue,
+    ) -> Option<usize> {
+        // Tolerate blank lines between messages (RFC 9112 2.2).
+        let blank = rest
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if blank > 0 {
+            self.scanned = 0;
+            return Some(blank);
+        }
+        let from = self.scanned.saturating_sub(3);
+        let Some(end) = find(&rest[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
+            self.scanned = rest.len();
+            if rest.len() > MAX_HEAD_BYTES {
+                self.malformed(ts, "head larger than 64 KiB".into());
+                return Some(rest.len());
+            }
+            return None;
+        };
+        self.scanned = 0;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed = match self.flow {
+            Flow::ToServer => {
+                let mut request = httparse::Request::new(&mut headers);
+                request.parse(&rest[..end]).map(|_| {
+                    let start = StartLine::Request {
+                        method: request.method.unwrap_or_default().to_string(),
+                        target: request.path.unwrap_or_default().to_string(),
+                    };
+                    (start, request.version, request.headers.to_vec())
+                })
+            }
+            Flow::ToClient => {
+                let mut response = httparse::Response::new(&mut headers);
+                response.parse(&rest[..end]).map(|_| {
+                    let start = StartLine::Response {
+                        status: response.code.unwrap_or_default(),
+                    };
+                    (start, response.version, response.headers.to_vec())
+                })
+            }
+        };
+        let (start, version, raw_headers) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.malformed(ts, error.to_string());
+                return Some(end);
+            }
+        };
+        let mut headers = Headers::default();
+        for h in &raw_headers {
+            headers.push(h.name, h.value);
+        }
+        let version = if version == Some(0) {
+            HttpVersion::Http10
+        } else {
+            HttpVersion::Http11
+        };
+        let framing = match framing(&start, version, &headers, methods) {
+            Ok(framing) => framing,
+            Err(detail) => {
+                self.malformed(ts, detail);
+                return Some(end);
+            }
+        };
+        self.current = Some(Message {
+            start,
+            version,
+            headers,
+            body: Body::default(),
+            start_ns: ts,
+            end_ns: ts,
+            stream_pos: rest_pos,
+            error: None,
+        });
+        self.state = State::Body(framing);
+        Some(end)
+    }
+
+    fn body(&mut self, framing: Framing, rest: &[u8], ts: u64, limits: &BodyLimits) -> usize {
+        let Some(message) = self.current.as_mut() else {
+            self.state = State::Head;
+            return 0;
+        };
+        match framing {
+            Framing::None => 0,
+            Framing::UntilClose => {
+                message.body.append(rest, ts, limits);
+                rest.len()
+            }
+            Framing::Length(left) => {
+                let n = (left as usize).min(rest.len());
+                message.body.append(&rest[..n], ts, limits);
+                let left = left - n as u64;
+                self.state = State::Body(if left == 0 {
+                    Framing::None
+                } else {
+                    Framing::Length(left)
+                });
+                n
+            }
+            Framing::Chunked(chunk) => self.chunk(chunk, rest, ts, limits),
+        }
+    }
+
+    fn chunk(&mut self, chunk: Chunk, rest: &[u8], ts: u64, limits: &BodyLimits) -> usize {
+        let message = self.current.as_mut().expect("checked by the caller");
+        let (used, next) = match chunk {
+            Chunk::Size => match httparse::parse_chunk_size(rest) {
+                Ok(httparse::Status::Complete((used, 0))) => {
+                    (used, Framing::Chunked(Chunk::Trailers))
+                }
+                Ok(httparse::Status::Complete((used, size))) => {
+                    (used, Framing::Chunked(Chunk::Data(size)))
+                }
+                Ok(httparse::Status::Partial) if rest.len() < 1024 => return 0,
+                _ => {
+                    self.malformed(ts, "bad chunk size line".into());
+                    return rest.len().min(1);
+                }
+            },
+            Chunk::Data(left) => {
+                let n = (left as usize).min(rest.len());
+                message.body.append(&rest[..n], ts, limits);
+                let left = left - n as u64;
+                let next = if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                };
+                (n, Framing::Chunked(next))
+            }
+            Chunk::DataEnd => {
+                if rest.len() < 2 {
+                    return 0;
+                }
+                if &rest[..2] != b"\r\n" {
+                    self.malformed(ts, "chunk data not followed by CRLF".into());
+                    return 0;
+                }
+                (2, Framing::Chunked(Chunk::Size))
+            }
+            Chunk::Trailers => {
+                // Trailer fields, then an empty line.
+                if rest.starts_with(b"\r\n") {
+                    (2, Framing::None)
+                } else if let Some(i) = find(rest, b"\r\n\r\n") {
+                    (i + 4, Framing::None)
+                } else if rest.len() > MAX_HEAD_BYTES {
+                    self.malformed(ts, "trailers larger than 64 KiB".into());
+                    return rest.len();
+                } else {
+                    return 0;
+                }
+            }
+        };
+        self.state = State::Body(next);
+        used
+    }
+
+    /// Marks the current message broken (or starts an error-only one) and resyncs.
+    fn malformed(&mut self, ts: u64, detail: String) {
+        let error = HttpError::Malformed {
+            what: self.what(),
+            detail,
+        };
+        self.fail(ts, error);
+    }
+
+    fn fail(&mut self, ts: u64, error: HttpError) {
+        if let Some(message) = self.current.as_mut() {
+            message.error.get_or_insert(error);
+            message.end_ns = ts;
+            // Reported as it is; `finished_message` hands it over.
+            self.state = State::Body(Framing::None);
+        } else {
+            self.current = Some(Message {
+                start: match self.flow {
+                    Flow::ToServer => StartLine::Request {
+                        method: String::new(),
+                        target: String::new(),
+                    },
+                    Flow::ToClient => StartLine::Response { status: 0 },
+                },
+                version: HttpVersion::Http11,
+                headers: Headers::default(),
+                body: Body::default(),
+                start_ns: ts,
+                end_ns: ts,
+                stream_pos: self.pos,
+                error: Some(error),
+            });
+            self.state = State::Body(Framing::None);
+        }
+        self.resync_pending = true;
+    }
+
+    /// Skips to the next line that starts a message of this flow; returns the bytes dropped.
+    fn resync(&mut self, rest: &[u8]) -> usize {
+        let starts = |at: &[u8]| match self.flow {
+            Flow::ToClient => at.starts_with(b"HTTP/1."),
+            Flow::ToServer => METHODS.iter().any(|m| at.starts_with(m)),
+        };
+        let mut i = 0;
+        while i < rest.len() {
+            if (i == 0 || rest[i - 1] == b'\n') && starts(&rest[i..]) {
+                self.state = State::Head;
+                return i;
+            }
+            i += 1;
+        }
+        // Keep a tail that may be the beginning of a start line.
+        let keep = rest.len().min(8);
+        let dropped = rest.len() - keep;
+        if dropped == 0 && rest.len() == 8 {
+            // Eight bytes that start nothing on a line start: drop one and look again later.
+            return 1;
+        }
+        dropped
+    }
+
+    /// `len` bytes of this flow are missing. Inside a body of known length the framing
+    /// survives (the body is marked truncated); anywhere else the message is reported broken.
+    fn gap(&mut self, len: u64, ts: u64) {
+        self.pos += self.buf.len() as u64 + len;
+        let buffered = std::mem::take(&mut self.buf);
+        self.scanned = 0;
+        let state = self.state;
+        let skip = |left: u64| -> Option<u64> {
+            let total = buffered.len() as u64 + len;
+            (total <= left).then(|| left - total)
+        };
+        let message = self.current.as_mut();
+        match (state, message) {
+            (State::Body(Framing::UntilClose), Some(m)) => {
+                m.body.truncated = true;
+                return;
+            }
+            (State::Body(Framing::Length(left)), Some(m)) if buffered.is_empty() => {
+                if let Some(left) = skip(left) {
+                    m.body.truncated = true;
+                    m.body.wire_len += len;
+                    self.state = State::Body(if left == 0 {
+                        Framing::None
+                    } else {
+                        Framing::Length(left)
+                    });
+                    return;
+                }
+            }
+            (State::Body(Framing::Chunked(Chunk::Data(left))), Some(m)) if buffered.is_empty() => {
+                if let Some(left) = skip(left) {
+                    m.body.truncated = true;
+                    m.body.wire_len += len;
+                    let next = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    self.state = State::Body(Framing::Chunked(next));
+                    return;
+                }
+            }
+            (State::Stopped, _) => return,
+            _ => {}
+        }
+        if self.current.is_some() || !buffered.is_empty() {
+            let what = self.what();
+            self.fail(ts, HttpError::Gap { what, len });
+        } else {
+            self.state = State::Resync;
+        }
+    }
+}
+
+/// How the body of a message that starts with `start` and `headers` is delimited.
+fn framing(
+    start: &StartLine,
+    version: HttpVersion,
+    headers: &Headers,
+    methods: &mut MethodQueue,
+) -> Result<Framing, String> {
+    let chunked = headers.has_token("transfer-encoding", "chunked");
+    let length = content_length(headers)?;
+    match start {
+        StartLine::Request { method, .. } => {
+            if methods.len() == MAX_QUEUED {
+                methods.pop_front();
+            }
+            methods.push_back(method.clone());
+            if chunked {
+                Ok(Framing::Chunked(Chunk::Size))
+            } else if headers.get("transfer-encoding").is_some() {
+                Err("request with a transfer coding other than chunked".into())
+            } else {
+                Ok(length.map_or(Framing::None, |n| {
+                    if n == 0 {
+                        Framing::None
+                    } else {
+                        Framing::Length(n)
+                    }
+                }))
+            }
+        }
+        StartLine::Response { status } => {
+            if (100..200).contains(status) {
+                // Interim: the request still waits for its final response.
+                return Ok(Framing::None);
+            }
+            let method = methods.pop_front();
+            if method.as_deref() == Some("HEAD") || *status == 204 || *status == 304 {
+                return Ok(Framing::None);
+            }
+            if chunked && version != HttpVersion::Http10 {
+                Ok(Framing::Chunked(Chunk::Size))
+            } else if let (Some(n), false) = (length, headers.get("transfer-encoding").is_some()) {
+                Ok(if n == 0 {
+                    Framing::None
+                } else {
+                    Framing::Length(n)
+                })
+            } else {
+                Ok(Framing::UntilClose)
+            }
+        }
+    }
+}
+
+/// The Content-Length, if any; differing values are an error (RFC 9110 8.6).
+fn content_length(headers: &Headers) -> Result<Option<u64>, String> {
+    let mut found: Option<u64> = None;
+    for (name, value) in headers.iter() {
+        if name != "content-length" {
+            continue;
+        }
+        for part in std::str::from_utf8(value).unwrap_or("x").split(',') {
+            let n: u64 = part.trim().parse().map_err(|_| {
+                format!(
+                    "invalid Content-Length {:?}",
+                    String::from_utf8_lossy(value)
+                )
+            })?;
+            if found.is_some_and(|f| f != n) {
+                return Err("conflicting Content-Length values".into());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes one HTTP/1.x connection.
+pub struct H1Decoder {
+    conn: ConnId,
+    role: Role,
+    limits: BodyLimits,
+    requests: FlowParser,
+    responses: FlowParser,
+    methods: MethodQueue,
+    done_requests: VecDeque<Message>,
+    done_responses: VecDeque<Message>,
+}
+
+impl H1Decoder {
+    /// `request_pos` and `response_pos` are the stream positions of the first bytes that will
+    /// be fed for each flow (non-zero when the agent joined an open connection).
+    pub fn new(
+        conn: ConnId,
+        role: Role,
+        limits: BodyLimits,
+        request_pos: u64,
+        response_pos: u64,
+    ) -> Self {
+        Self {
+            conn,
+            role,
+            limits,
+            requests: FlowParser::new(Flow::ToServer, request_pos),
+            responses: FlowParser::new(Flow::ToClient, response_pos),
+            methods: VecDeque::new(),
+            done_requests: VecDeque::new(),
+            done_responses: VecDeque::new(),
+        }
+    }
+
+    fn collect(&mut self, flow: Flow, done: Vec<Message>) {
+        for message in done {
+            match (flow, &message.start) {
+                (Flow::ToServer, _) => self.done_requests.push_back(message),
+                (Flow::ToClient, StartLine::Response { status: 101 }) => {
+                    // Switching protocols (WebSocket, h2c): nothing after it is HTTP/1.
+                    self.requests.state = State::Stopped;
+                    self.responses.state = State::Stopped;
+                    self.done_responses.push_back(message);
+                }
+                (Flow::ToClient, StartLine::Response { status }) if (100..200).contains(status) => {
+                }
+                (Flow::ToClient, _) => self.done_responses.push_back(message),
+            }
+        }
+    }
+
+    fn pair(&mut self, out: &mut Vec<Exchange>) {
+        while !self.done_requests.is_empty() && !self.done_responses.is_empty() {
+            let request = self.done_requests.pop_front().expect("checked");
+            let response = self.done_responses.pop_front().expect("checked");
+            out.push(self.exchange(request, Some(response)));
+        }
+        while self.done_requests.len() > MAX_QUEUED {
+            let request = self.done_requests.pop_front().expect("non-empty");
+            out.push(self.exchange(request, None));
+        }
+    }
+
+    fn exchange(&self, request: Message, response: Option<Message>) -> Exchange {
+        let mut error = request.error.clone();
+        let request = into_request(request, &self.limits, &mut error);
+        let response = match response {
+            Some(response) => {
+                if error.is_none() {
+                    error = response.error.clone();
+                }
+                Some(into_response(response, &self.limits, &mut error))
+            }
+            None => {
+                error.get_or_insert(HttpError::Incomplete { what: "response" });
+                None
+            }
+        };
+        Exchange {
+            conn: self.conn,
+            role: self.role,
+            request,
+            response,
+            error,
+        }
+    }
+}
+
+impl ConnectionDecoder for H1Decoder {
+    fn push(&mut self, flow: Flow, timestamp_ns: u64, bytes: &[u8], out: &mut Vec<Exchange>) {
+        let mut done = Vec::new();
+        let parser = match flow {
+            Flow::ToServer => &mut self.requests,
+            Flow::ToClient => &mut self.responses,
+        };
+        parser.push(
+            bytes,
+            timestamp_ns,
+            &self.limits,
+            &mut self.methods,
+            &mut done,
+        );
+        self.collect(flow, done);
+        self.pair(out);
+    }
+
+    fn gap(&mut self, flow: Flow, len: u64, out: &mut Vec<Exchange>) {
+        let parser = match flow {
+            Flow::ToServer => &mut self.requests,
+            Flow::ToClient => &mut self.responses,
+        };
+        let ts = parser.current.as_ref().map_or(0, |m| m.end_ns);
+        parser.gap(len, ts);
+        let mut done = Vec::new();
+        if let Some(message) = parser.finished_message(ts) {
+            done.push(message);
+        }
+        self.collect(flow, done);
+        self.pair(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Exchange>) {
+        for flow in [Flow::ToServer, Flow::ToClient] {
+            let parser = match flow {
+                Flow::ToServer => &mut self.requests,
+                Flow::ToClient => &mut self.responses,
+            };
+            let Some(mut message) = parser.current.take() else {
+                continue;
+            };
+            if parser.state != State::Body(Framing::UntilClose) {
+                let what = parser.what();
+                message.error.get_or_insert(HttpError::Incomplete { what });
+            }
+            self.collect(flow, vec![message]);
+        }
+        self.pair(out);
+        while let Some(request) = self.done_requests.pop_front() {
+            out.push(self.exchange(request, None));
+        }
+        // Responses without a request: the request was lost before the capture saw it.
+        while let Some(response) = self.done_responses.pop_front() {
+            let request = Message {
+                start: StartLine::Request {
+                    method: String::new(),
+                    target: String::new(),
+                },
+                version: response.version,
+                headers: Headers::default(),
+                body: Body::default(),
+                start_ns: response.start_ns,
+                end_ns: response.start_ns,
+                stream_pos: self.requests.pos,
+                error: Some(HttpError::Incomplete { what: "request" }),
+            };
+            out.push(self.exchange(request, Some(response)));
+        }
+    }
+}
+
+fn into_request(
+    message: Message,
+    limits: &BodyLimits,
+    error: &mut Option<HttpError>,
+) -> HttpRequest {
+    let (method, target) = match message.start {
+        StartLine::Request { method, target } => (method, target),
+        StartLine::Response { .. } => Default::default(),
+    };
+    let mut body = message.body;
+    decode_body(&mut body, &message.headers, limits, error);
+    HttpRequest {
+        method,
+        target,
+        version: message.version,
+        headers: message.headers,
+        body,
+        start_ns: message.start_ns,
+        end_ns: message.end_ns,
+        stream_pos: message.stream_pos,
+    }
+}
+
+fn into_response(
+    message: Message,
+    limits: &BodyLimits,
+    error: &mut Option<HttpError>,
+) -> HttpResponse {
+    let status = match message.start {
+        StartLine::Response { status } => status,
+        StartLine::Request { .. } => 0,
+    };
+    let mut body = message.body;
+    decode_body(&mut body, &message.headers, limits, error);
+    HttpResponse {
+        status,
+        headers: message.headers,
+        body,
+        start_ns: message.start_ns,
+        end_ns: message.end_ns,
+    }
+}
+
+/// Content decoding; a failure is the exchange's error unless it already has one.
+pub(super) fn decode_body(
+    body: &mut Body,
+    headers: &Headers,
+    limits: &BodyLimits,
+    error: &mut Option<HttpError>,
+) {
+    if let Err(e) = body.decode(headers.get_str("content-encoding"), limits) {
+        error.get_or_insert(e);
+    }
+    if body.truncated && body.wire_len as usize > limits.max_bytes {
+        error.get_or_insert(HttpError::BodyTooLarge {
+            what: "message",
+            limit: limits.max_bytes,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "h1_tests.rs"]
+mod tests;

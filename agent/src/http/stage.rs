@@ -1,0 +1,226 @@
+//! The HTTP stage: routes each connection's stream events to the decoder its first bytes call
+//! for, in the right direction.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, Role};
+use crate::{
+    capture::record::Direction,
+    streams::{ConnId, StreamEvent},
+};
+
+/// `[http]` in the agent's configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Bytes kept per request or response body (after content decoding); longer bodies are
+    /// cut and the exchange says so. LLM requests with long contexts need a few MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes looked at to tell HTTP/1, HTTP/2 and other protocols apart.
+const SNIFF_BYTES: usize = 24;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// What a connection turned out to be.
+enum Protocol {
+    /// Not decided yet: the first bytes of each direction, with their timestamps.
+    Sniffing(Vec<(Direction, u64, Vec<u8>)>),
+    Http(Role, Box<dyn ConnectionDecoder + Send>),
+    /// Not HTTP (or HTTP/2, until its decoder lands): ignored.
+    Other,
+}
+
+struct Conn {
+    protocol: Protocol,
+    start_pos: [u64; 2],
+    open: [bool; 2],
+}
+
+/// Counts of what the stage saw, for the agent's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HttpStats {
+    pub connections_http1: u64,
+    pub connections_http2: u64,
+    pub connections_other: u64,
+}
+
+/// Turns stream events into exchanges.
+pub struct HttpStage {
+    limits: BodyLimits,
+    conns: HashMap<ConnId, Conn>,
+    pub stats: HttpStats,
+}
+
+fn slot(direction: Direction) -> usize {
+    match direction {
+        Direction::Write => 0,
+        Direction::Read => 1,
+    }
+}
+
+impl HttpStage {
+    pub fn new(config: &HttpConfig) -> Self {
+        Self {
+            limits: BodyLimits {
+                max_bytes: config.max_body_bytes,
+            },
+            conns: HashMap::new(),
+            stats: HttpStats::default(),
+        }
+    }
+
+    pub fn consume(&mut self, event: StreamEvent, out: &mut Vec<Exchange>) {
+        match event {
+            StreamEvent::Opened { id, start_pos, .. } => {
+                let conn = self.conns.entry(id.conn).or_insert_with(|| Conn {
+                    protocol: Protocol::Sniffing(Vec::new()),
+                    start_pos: [0, 0],
+                    open: [false, false],
+                });
+                conn.start_pos[slot(id.direction)] = start_pos;
+                conn.open[slot(id.direction)] = true;
+            }
+            StreamEvent::Data {
+                id,
+                timestamp_ns,
+                bytes,
+            } => {
+                let limits = self.limits;
+                let Some(conn) = self.conns.get_mut(&id.conn) else {
+                    return;
+                };
+                match &mut conn.protocol {
+                    Protocol::Http(role, decoder) => {
+                        decoder.push(flow(*role, id.direction), timestamp_ns, &bytes, out)
+                    }
+                    Protocol::Other => {}
+                    Protocol::Sniffing(seen) => {
+                        seen.push((id.direction, timestamp_ns, bytes));
+                        if let Some(decided) = sniff(seen, id.conn, conn.start_pos, limits) {
+                            let Protocol::Sniffing(seen) =
+                                std::mem::replace(&mut conn.protocol, decided)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            match &mut conn.protocol {
+                                Protocol::Http(role, decoder) => {
+                                    self.stats.connections_http1 += 1;
+                                    for (direction, ts, bytes) in seen {
+                                        decoder.push(flow(*role, direction), ts, &bytes, out);
+                                    }
+                                }
+                                _ => self.stats.connections_other += 1,
+                            }
+                        }
+                    }
+                }
+            }
+            StreamEvent::Gap { id, len, .. } => {
+                if let Some(Conn {
+                    protocol: Protocol::Http(role, decoder),
+                    ..
+                }) = self.conns.get_mut(&id.conn)
+                {
+                    decoder.gap(flow(*role, id.direction), len, out);
+                } else if let Some(conn) = self.conns.get_mut(&id.conn) {
+                    // A gap before the protocol is known: this connection cannot be followed.
+                    conn.protocol = Protocol::Other;
+                }
+            }
+            StreamEvent::Closed { id, .. } => {
+                let Some(conn) = self.conns.get_mut(&id.conn) else {
+                    return;
+                };
+                conn.open[slot(id.direction)] = false;
+                if conn.open.iter().any(|&open| open) {
+                    return;
+                }
+                let conn = self.conns.remove(&id.conn).expect("looked up above");
+                match conn.protocol {
+                    Protocol::Http(_, mut decoder) => decoder.finish(out),
+                    Protocol::Sniffing(seen) if !seen.is_empty() => {
+                        self.stats.connections_other += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Which HTTP flow a direction of the probed process is.
+fn flow(role: Role, direction: Direction) -> Flow {
+    match (role, direction) {
+        (Role::Client, Direction::Write) | (Role::Server, Direction::Read) => Flow::ToServer,
+        (Role::Client, Direction::Read) | (Role::Server, Direction::Write) => Flow::ToClient,
+    }
+}
+
+/// Decides the protocol from the first bytes seen, or `None` to wait for more.
+fn sniff(
+    seen: &[(Direction, u64, Vec<u8>)],
+    conn: ConnId,
+    start_pos: [u64; 2],
+    limits: BodyLimits,
+) -> Option<Protocol> {
+    let mut prefixes: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for (direction, _, bytes) in seen {
+        let prefix = &mut prefixes[slot(*direction)];
+        let room = SNIFF_BYTES.saturating_sub(prefix.len());
+        prefix.extend_from_slice(&bytes[..room.min(bytes.len())]);
+    }
+    let mut undecided = false;
+    for direction in [Direction::Write, Direction::Read] {
+        let prefix = &prefixes[slot(direction)];
+        if prefix.is_empty() {
+            continue;
+        }
+        let is_request = H2_PREFACE.starts_with(prefix) && prefix.len() >= 4
+            || METHODS.iter().any(|m| prefix.starts_with(m));
+        let is_response = prefix.starts_with(b"HTTP/1.");
+        let role = match (direction, is_request, is_response) {
+            (Direction::Write, true, _) | (Direction::Read, _, true) => Role::Client,
+            (Direction::Read, true, _) | (Direction::Write, _, true) => Role::Server,
+            _ => {
+                let could_be = METHODS.iter().any(|m| m.starts_with(prefix))
+                    || b"HTTP/1.".starts_with(prefix)
+                    || H2_PREFACE.starts_with(prefix);
+                undecided |= could_be && prefix.len() < SNIFF_BYTES;
+                continue;
+            }
+        };
+        if prefix.starts_with(b"PRI ") {
+            // HTTP/2: its decoder comes in a later change.
+            return Some(Protocol::Other);
+        }
+        let (request_pos, response_pos) = match role {
+            Role::Client => (start_pos[0], start_pos[1]),
+            Role::Server => (start_pos[1], start_pos[0]),
+        };
+        let decoder = H1Decoder::new(conn, role, limits, request_pos, response_pos);
+        return Some(Protocol::Http(role, Box::new(decoder)));
+    }
+    (!undecided && prefixes.iter().any(|p| p.len() >= 8)).then_some(Protocol::Other)
+}
