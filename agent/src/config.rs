@@ -230,7 +230,7 @@ mod tests {
             ),
             ("[streams]\nmax_connections = 0", "max_connections"),
             ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
-            ("[identity]\nheaders = \"x\"", "identity"),
+            ("[identity]\nheaders = \"x\"", "headers"),
             ("[selector]\ncomn = []", "comn"),
         ];
         for (text, field) in cases {
