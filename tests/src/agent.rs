@@ -129,6 +129,8 @@ pub struct AgentOptions {
     pub config: Option<String>,
     /// Pass `--stats-file` and read it back at stop.
     pub stats: bool,
+    /// `run` (usage records on stdout) instead of `capture --json` (stream digests).
+    pub meter: bool,
 }
 
 /// A running `tokenmeter-agent capture --json`; killed on drop.
@@ -143,6 +145,8 @@ pub struct Agent {
 pub struct AgentRun {
     pub status: ExitStatus,
     pub streams: Vec<CapturedStream>,
+    /// Everything the agent printed on stdout (usage records in `run` mode).
+    pub stdout: String,
     pub stderr: String,
     pub stats: Option<AgentStats>,
 }
@@ -153,7 +157,12 @@ impl Agent {
         let dir = fixtures::tempdir("agent");
         let ready = dir.path().join("ready");
         let mut cmd = agent_command();
-        cmd.args(["capture", "--json", "--ready-file"]).arg(&ready);
+        if options.meter {
+            cmd.args(["run", "--export", "stdout", "--ready-file"])
+                .arg(&ready);
+        } else {
+            cmd.args(["capture", "--json", "--ready-file"]).arg(&ready);
+        }
         if let Some(config) = &options.config {
             let path = dir.path().join("config.toml");
             std::fs::write(&path, config).expect("write agent config");
@@ -225,6 +234,7 @@ impl Agent {
         AgentRun {
             status,
             streams: parse_streams(&stdout),
+            stdout: stdout.clone(),
             stderr: self.stderr(),
             stats,
         }

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod expect;
 pub mod fixtures;
 pub mod held;
+pub mod llm;
 pub mod procmem;
 pub mod server;
 pub mod wait;

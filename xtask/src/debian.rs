@@ -20,6 +20,7 @@ const PACKAGES: &[&str] = &[
     "android-libboringssl-dev",
     "util-linux",
     "binutils",
+    "python3-venv",
 ];
 
 /// Installed when no `node` is on PATH (any Node.js will do: a static OpenSSL is probed in the executable, a shared one in libssl).

@@ -11,6 +11,7 @@ mod debian;
 mod demo;
 mod fixtures;
 mod process;
+mod python;
 mod setup;
 mod test;
 mod util;

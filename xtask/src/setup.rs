@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::debian;
 use crate::util::{self, Steps};
+use crate::{debian, python};
 
 /// `cargo xtask setup [--test-deps]`.
 pub fn run(test_deps: bool) -> Result<()> {
-    let mut steps = Steps::new("setup", if test_deps { 6 } else { 5 });
+    let mut steps = Steps::new("setup", if test_deps { 7 } else { 5 });
     nightly_toolchain(&mut steps)?;
     rust_src(&mut steps)?;
     let llvm = nightly_llvm(&mut steps)?;
@@ -24,6 +24,7 @@ pub fn run(test_deps: bool) -> Result<()> {
     bpf_linker(&mut steps, &llvm, relinked)?;
     if test_deps {
         debian::install_test_packages(&mut steps)?;
+        python::ensure_test_env(&mut steps)?;
     }
     Ok(())
 }

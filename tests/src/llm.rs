@@ -1,0 +1,137 @@
+//! The LLM stack of the metering tests: an OpenAI-compatible FastAPI server shaped like vLLM's
+//! (`fixtures/openai_server.py`) and the official `openai` SDK as client, both from the
+//! virtualenv `cargo xtask setup --test-deps` builds in `target/pyenv`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::fixtures::{self, Certs};
+use crate::wait::{self, poll_until};
+
+/// The virtualenv's interpreter: `TOKENMETER_TEST_PYTHON`, else `target/pyenv/bin/python`.
+pub fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("TOKENMETER_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fixtures::workspace_root().join("target/pyenv/bin/python"));
+    path.exists().then_some(path)
+}
+
+/// `python()`, or why the test cannot run (a failure under CI, where setup must have made it).
+pub fn require_python(test: &str) -> Option<PathBuf> {
+    let found = python();
+    if found.is_none() {
+        let why = "no Python test environment (target/pyenv): run `cargo xtask setup --test-deps`";
+        assert!(!crate::in_ci(), "{test}: {why}");
+        eprintln!("SKIPPED {test}: {why}");
+    }
+    found
+}
+
+/// One request as the server logged it, with the usage it computed (reported or not).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServedRequest {
+    pub id: String,
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub text: String,
+    pub server_pid: u32,
+    pub user: Option<String>,
+}
+
+/// A running `openai_server.py`; killed on drop.
+pub struct LlmServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    _certs: Certs,
+}
+
+impl LlmServer {
+    /// `server` is `uvicorn` (HTTP/1.1) or `hypercorn` (HTTP/2 with ALPN too).
+    pub fn start(python: &PathBuf, server: &str) -> LlmServer {
+        let certs = Certs::generate();
+        let dir = fixtures::tempdir("llm-server");
+        let port_file = dir.path().join("port");
+        let mut child = Command::new(python)
+            .arg(fixtures::fixture("openai_server.py"))
+            .arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(dir.path().join("log.jsonl"))
+            .args(["--server", server])
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("stdout")).expect("stdout file"))
+            .stderr(File::create(dir.path().join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("cannot start openai_server.py");
+        let port = poll_until(Duration::from_secs(60), || {
+            if let Some(status) = child.try_wait().expect("waitpid") {
+                panic!(
+                    "openai_server.py exited early ({status}): {}",
+                    wait::read_if_exists(&dir.path().join("stderr")).unwrap_or_default()
+                );
+            }
+            wait::read_if_exists(&port_file)?.trim().parse::<u16>().ok()
+        })
+        .expect("openai_server.py wrote no port file within 60 s");
+        LlmServer {
+            child,
+            dir,
+            port,
+            _certs: certs,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Every request served so far.
+    pub fn served(&self) -> Vec<ServedRequest> {
+        wait::read_if_exists(&self.dir.path().join("log.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("server log line"))
+            .collect()
+    }
+}
+
+impl Drop for LlmServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the `openai` SDK client printed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SdkResult {
+    pub pid: u32,
+    pub text: String,
+    pub usage: Option<serde_json::Value>,
+}
+
+/// Runs `fixtures/openai_client.py` with `args` against `server`.
+pub fn openai_client(python: &PathBuf, server: &LlmServer, args: &[&str]) -> SdkResult {
+    let finished = wait::run(
+        Command::new(python)
+            .arg(fixtures::fixture("openai_client.py"))
+            .args(["--base-url", &server.base_url()])
+            .args(args),
+        Duration::from_secs(60),
+    );
+    finished.assert_success("openai_client.py");
+    serde_json::from_value(finished.json("openai_client.py")).expect("client output")
+}

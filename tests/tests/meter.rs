@@ -1,0 +1,143 @@
+//! End to end: the agent meters LLM calls between the official `openai` SDK and a vLLM-shaped
+//! FastAPI server over TLS, on both sides of each connection, streamed and not, with and
+//! without `include_usage`.
+
+use serde_json::Value;
+use tokenmeter_tests::agent::{Agent, AgentOptions};
+use tokenmeter_tests::e2e_prelude;
+use tokenmeter_tests::llm::{self, LlmServer};
+
+/// Usage records printed by `run --export stdout`.
+fn records(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a usage record is JSON"))
+        .filter(|r: &Value| r.get("api").is_some())
+        .collect()
+}
+
+fn tokens(record: &Value, field: &str) -> Option<u64> {
+    record["tokens"][field].as_u64()
+}
+
+#[test]
+fn openai_sdk_calls_are_metered_on_both_sides() {
+    let Some(_guard) = e2e_prelude("openai_sdk_calls_are_metered_on_both_sides") else {
+        return;
+    };
+    let Some(python) = llm::require_python("openai_sdk_calls_are_metered_on_both_sides") else {
+        return;
+    };
+    let server = LlmServer::start(&python, "uvicorn");
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        stats: true,
+        ..Default::default()
+    });
+    let streamed = llm::openai_client(
+        &python,
+        &server,
+        &[
+            "--stream",
+            "--include-usage",
+            "--user",
+            "alice",
+            "--max-tokens",
+            "7",
+        ],
+    );
+    let without_usage = llm::openai_client(&python, &server, &["--stream", "--max-tokens", "5"]);
+    let plain = llm::openai_client(
+        &python,
+        &server,
+        &["--max-tokens", "4", "--api-key", "sk-other-key"],
+    );
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = records(&run.stdout);
+    let served = server.served();
+    assert_eq!(served.len(), 3, "{served:#?}");
+
+    for (client, log) in [
+        (&streamed, &served[0]),
+        (&without_usage, &served[1]),
+        (&plain, &served[2]),
+    ] {
+        assert_eq!(client.text, log.text, "the client got what the server sent");
+        let sides: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                let pid = r["pid"].as_u64().unwrap_or(0) as u32;
+                pid == client.pid || pid == log.server_pid
+            })
+            .filter(|r| r["stream"].as_bool() == Some(log.stream))
+            .filter(|r| tokens(r, "output").is_some())
+            .collect();
+        let client_side: Vec<_> = sides
+            .iter()
+            .filter(|r| r["side"] == "client" && r["pid"] == client.pid)
+            .collect();
+        assert_eq!(
+            client_side.len(),
+            1,
+            "one client-side record for {log:?}: {records:#?}\n{}",
+            run.stderr
+        );
+        let server_side: Vec<_> = sides
+            .iter()
+            .filter(|r| r["side"] == "server" && r["request_model"] == log.model.as_str())
+            .filter(|r| r["pid"] == log.server_pid)
+            .collect();
+        assert!(
+            !server_side.is_empty(),
+            "a server-side record for {log:?}: {records:#?}"
+        );
+        let record = client_side[0];
+        assert_eq!(record["api"], "open_ai_chat_completions");
+        assert_eq!(record["operation"], "chat");
+        assert_eq!(record["request_model"], log.model.as_str());
+        assert_eq!(record["response_model"], log.model.as_str());
+        assert_eq!(record["error"], Value::Null, "{record:#}");
+        assert!(record["identity"]["api_key_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"));
+        if log.include_usage || !log.stream {
+            assert_eq!(
+                tokens(record, "input"),
+                Some(log.prompt_tokens),
+                "{record:#}"
+            );
+            assert_eq!(
+                tokens(record, "output"),
+                Some(log.completion_tokens),
+                "{record:#}"
+            );
+            assert_eq!(record["tokens"]["input_source"], "reported");
+        } else {
+            // No usage on the wire: counted from the text, and said so.
+            assert_ne!(record["tokens"]["output_source"], "reported");
+            assert!(tokens(record, "output").unwrap() > 0);
+        }
+        if log.stream {
+            assert!(
+                record["time_to_first_token_ns"].as_u64().unwrap() > 0,
+                "{record:#}"
+            );
+        }
+    }
+    // The same record id on both sides would double count: ids differ per side.
+    let streamed_ids: Vec<_> = records
+        .iter()
+        .filter(|r| r["identity"]["user"] == "alice")
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(streamed_ids.len(), 2, "alice's call seen on both sides");
+    assert_ne!(streamed_ids[0], streamed_ids[1]);
+    // Keys are fingerprinted, never exported.
+    assert!(!run.stdout.contains("sk-test-not-a-real-key") && !run.stdout.contains("sk-other-key"));
+    assert!(!run.stderr.contains("sk-test-not-a-real-key"));
+    // And no prompt or completion text leaves the agent.
+    assert!(!run.stdout.contains("Say hello to the meter") && !run.stdout.contains("w0 w1"));
+}

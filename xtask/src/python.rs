@@ -1,0 +1,52 @@
+//! The Python test environment: a virtualenv in `target/pyenv` with the real LLM stack the
+//! end-to-end tests drive (FastAPI on uvicorn or hypercorn, as vLLM serves its OpenAI API, and
+//! the official `openai` SDK on httpx). Built from Debian's python3, whose `ssl` module uses
+//! the system libssl.so.3, the library the agent probes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::util::{self, Steps};
+
+/// What the fixtures import, and the pip requirements that provide it.
+const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2";
+const REQUIREMENTS: [&str; 5] = ["fastapi", "uvicorn", "hypercorn", "openai", "httpx[http2]"];
+
+/// The virtualenv's interpreter (the tests find it there too).
+pub fn interpreter() -> PathBuf {
+    util::target_dir().join("pyenv/bin/python")
+}
+
+pub fn ensure_test_env(steps: &mut Steps) -> Result<()> {
+    let step = steps.start("python test environment (target/pyenv)");
+    let python = interpreter();
+    let imports = format!("import {MODULES}");
+    if python.exists() && util::succeeds(util::command(&python).args(["-c", &imports])) {
+        step.ok("already complete");
+        return Ok(());
+    }
+    let venv = util::target_dir().join("pyenv");
+    if !python.exists() {
+        step.note("creating the virtualenv with /usr/bin/python3");
+        util::run(util::command("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating target/pyenv (needs Debian's python3-venv: `cargo xtask setup --test-deps` installs it)")?;
+    }
+    step.note(&format!("pip install {}", REQUIREMENTS.join(" ")));
+    util::run(
+        util::command(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(REQUIREMENTS),
+    )
+    .context("pip install into target/pyenv failed (is PyPI reachable?)")?;
+    util::run(util::command(&python).args(["-c", &imports]))
+        .context("the virtualenv still cannot import the test modules")?;
+    step.ok(format!("installed {}", REQUIREMENTS.join(", ")));
+    Ok(())
+}
