@@ -91,6 +91,8 @@ struct FlowParser {
     current: Option<Message>,
     /// The current message failed: once it is reported, look for the next message start.
     resync_pending: bool,
+    /// While resyncing: the next byte starts a line.
+    line_start: bool,
 }
 
 /// Methods of the requests still waiting for their final response, oldest first.
@@ -106,6 +108,7 @@ impl FlowParser {
             state: State::Head,
             current: None,
             resync_pending: false,
+            line_start: true,
         }
     }
 
@@ -165,6 +168,7 @@ impl FlowParser {
             return None;
         }
         self.state = if std::mem::take(&mut self.resync_pending) {
+            self.line_start = true;
             State::Resync
         } else {
             State::Head
@@ -195,7 +199,7 @@ impl FlowParser {
         let Some(end) = find(&rest[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
             self.scanned = rest.len();
             if rest.len() > MAX_HEAD_BYTES {
-                self.malformed(ts, "head larger than 64 KiB".into());
+                self.malformed(ts, rest_pos, "head larger than 64 KiB".into());
                 return Some(rest.len());
             }
             return None;
@@ -226,7 +230,7 @@ impl FlowParser {
         let (start, version, raw_headers) = match parsed {
             Ok(parsed) => parsed,
             Err(error) => {
-                self.malformed(ts, error.to_string());
+                self.malformed(ts, rest_pos, error.to_string());
                 return Some(end);
             }
         };
@@ -242,7 +246,7 @@ impl FlowParser {
         let framing = match framing(&start, version, &headers, methods) {
             Ok(framing) => framing,
             Err(detail) => {
-                self.malformed(ts, detail);
+                self.malformed(ts, rest_pos, detail);
                 return Some(end);
             }
         };
@@ -298,7 +302,7 @@ impl FlowParser {
                 }
                 Ok(httparse::Status::Partial) if rest.len() < 1024 => return 0,
                 _ => {
-                    self.malformed(ts, "bad chunk size line".into());
+                    self.malformed(ts, self.pos, "bad chunk size line".into());
                     return rest.len().min(1);
                 }
             },
@@ -318,7 +322,7 @@ impl FlowParser {
                     return 0;
                 }
                 if &rest[..2] != b"\r\n" {
-                    self.malformed(ts, "chunk data not followed by CRLF".into());
+                    self.malformed(ts, self.pos, "chunk data not followed by CRLF".into());
                     return 0;
                 }
                 (2, Framing::Chunked(Chunk::Size))
@@ -330,7 +334,7 @@ impl FlowParser {
                 } else if let Some(i) = find(rest, b"\r\n\r\n") {
                     (i + 4, Framing::None)
                 } else if rest.len() > MAX_HEAD_BYTES {
-                    self.malformed(ts, "trailers larger than 64 KiB".into());
+                    self.malformed(ts, self.pos, "trailers larger than 64 KiB".into());
                     return rest.len();
                 } else {
                     return 0;
@@ -342,15 +346,16 @@ impl FlowParser {
     }
 
     /// Marks the current message broken (or starts an error-only one) and resyncs.
-    fn malformed(&mut self, ts: u64, detail: String) {
+    /// `pos` is where a message that failed before it started would have started.
+    fn malformed(&mut self, ts: u64, pos: u64, detail: String) {
         let error = HttpError::Malformed {
             what: self.what(),
             detail,
         };
-        self.fail(ts, error);
+        self.fail(ts, pos, error);
     }
 
-    fn fail(&mut self, ts: u64, error: HttpError) {
+    fn fail(&mut self, ts: u64, pos: u64, error: HttpError) {
         if let Some(message) = self.current.as_mut() {
             message.error.get_or_insert(error);
             message.end_ns = ts;
@@ -370,7 +375,7 @@ impl FlowParser {
                 body: Body::default(),
                 start_ns: ts,
                 end_ns: ts,
-                stream_pos: self.pos,
+                stream_pos: pos,
                 error: Some(error),
             });
             self.state = State::Body(Framing::None);
@@ -379,27 +384,38 @@ impl FlowParser {
     }
 
     /// Skips to the next line that starts a message of this flow; returns the bytes dropped.
+    /// Whether a position starts a line is tracked across calls, so where the bytes were
+    /// split never changes what is found.
     fn resync(&mut self, rest: &[u8]) -> usize {
-        let starts = |at: &[u8]| match self.flow {
-            Flow::ToClient => at.starts_with(b"HTTP/1."),
-            Flow::ToServer => METHODS.iter().any(|m| at.starts_with(m)),
+        let starts: &[&[u8]] = match self.flow {
+            Flow::ToClient => &[b"HTTP/1."],
+            Flow::ToServer => &METHODS,
         };
-        let mut i = 0;
-        while i < rest.len() {
-            if (i == 0 || rest[i - 1] == b'\n') && starts(&rest[i..]) {
+        for i in 0..rest.len() {
+            let line_start = if i == 0 {
+                self.line_start
+            } else {
+                rest[i - 1] == b'\n'
+            };
+            if !line_start {
+                continue;
+            }
+            let here = &rest[i..];
+            if starts.iter().any(|s| here.starts_with(s)) {
                 self.state = State::Head;
+                self.line_start = true;
                 return i;
             }
-            i += 1;
+            if starts.iter().any(|s| s.starts_with(here)) {
+                // Could still be a start line: wait for more bytes.
+                self.line_start = true;
+                return i;
+            }
         }
-        // Keep a tail that may be the beginning of a start line.
-        let keep = rest.len().min(8);
-        let dropped = rest.len() - keep;
-        if dropped == 0 && rest.len() == 8 {
-            // Eight bytes that start nothing on a line start: drop one and look again later.
-            return 1;
+        if let Some(&last) = rest.last() {
+            self.line_start = last == b'\n';
         }
-        dropped
+        rest.len()
     }
 
     /// `len` bytes of this flow are missing. Inside a body of known length the framing
@@ -449,9 +465,11 @@ impl FlowParser {
         }
         if self.current.is_some() || !buffered.is_empty() {
             let what = self.what();
-            self.fail(ts, HttpError::Gap { what, len });
+            let pos = self.pos;
+            self.fail(ts, pos, HttpError::Gap { what, len });
         } else {
             self.state = State::Resync;
+            self.line_start = true;
         }
     }
 }

@@ -116,3 +116,6 @@ pub trait ConnectionDecoder {
     /// The connection ended: reports what is still open, incomplete.
     fn finish(&mut self, out: &mut Vec<Exchange>);
 }
+
+#[cfg(test)]
+mod robustness_tests;
