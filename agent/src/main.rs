@@ -4,19 +4,6 @@
 //! libraries (no restart, no change to them), reassembles it into per-connection streams and
 //! turns it into usage records. `capture` is the debug view of the first two stages.
 
-mod attribution;
-mod capture;
-mod config;
-mod export;
-mod http;
-mod internal_events;
-mod llm;
-mod meter;
-mod pipeline;
-mod record;
-mod streams;
-mod tokens;
-
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -26,8 +13,10 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use tracing::error;
 
-use crate::{
+use tokenmeter_agent::{
+    attribution,
     config::AgentConfig,
+    export, http, meter, pipeline,
     pipeline::{RunOptions, StreamSink},
     streams::{digest::StreamDigester, StreamEvent},
 };

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use super::HttpError;
+use super::{Headers, HttpError};
 
 /// How much of a body is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +107,24 @@ impl Body {
         }
         self.bytes = decoded;
         Ok(())
+    }
+}
+
+/// Content decoding; a failure is the exchange's error unless it already has one.
+pub(super) fn decode_message_body(
+    body: &mut Body,
+    headers: &Headers,
+    limits: &BodyLimits,
+    error: &mut Option<HttpError>,
+) {
+    if let Err(e) = body.decode(headers.get_str("content-encoding"), limits) {
+        error.get_or_insert(e);
+    }
+    if body.truncated && body.wire_len as usize > limits.max_bytes {
+        error.get_or_insert(HttpError::BodyTooLarge {
+            what: "message",
+            limit: limits.max_bytes,
+        });
     }
 }
 

@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use super::{
-    Body, BodyLimits, ConnectionDecoder, Exchange, Flow, Headers, HttpError, HttpRequest,
-    HttpResponse, HttpVersion, Role,
+    body::decode_message_body, Body, BodyLimits, ConnectionDecoder, Exchange, Flow, Headers,
+    HttpError, HttpRequest, HttpResponse, HttpVersion, Role,
 };
 use crate::streams::ConnId;
 
@@ -724,7 +724,7 @@ fn into_request(
         StartLine::Response { .. } => Default::default(),
     };
     let mut body = message.body;
-    decode_body(&mut body, &message.headers, limits, error);
+    decode_message_body(&mut body, &message.headers, limits, error);
     HttpRequest {
         method,
         target,
@@ -747,31 +747,13 @@ fn into_response(
         StartLine::Request { .. } => 0,
     };
     let mut body = message.body;
-    decode_body(&mut body, &message.headers, limits, error);
+    decode_message_body(&mut body, &message.headers, limits, error);
     HttpResponse {
         status,
         headers: message.headers,
         body,
         start_ns: message.start_ns,
         end_ns: message.end_ns,
-    }
-}
-
-/// Content decoding; a failure is the exchange's error unless it already has one.
-pub(super) fn decode_body(
-    body: &mut Body,
-    headers: &Headers,
-    limits: &BodyLimits,
-    error: &mut Option<HttpError>,
-) {
-    if let Err(e) = body.decode(headers.get_str("content-encoding"), limits) {
-        error.get_or_insert(e);
-    }
-    if body.truncated && body.wire_len as usize > limits.max_bytes {
-        error.get_or_insert(HttpError::BodyTooLarge {
-            what: "message",
-            limit: limits.max_bytes,
-        });
     }
 }
 

@@ -52,9 +52,12 @@ impl Headers {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -10,12 +10,14 @@
 
 mod body;
 mod h1;
+mod h2;
 mod headers;
 pub mod sse;
 mod stage;
 
 pub use body::{Body, BodyLimits};
 pub use h1::H1Decoder;
+pub use h2::{H2Decoder, H2Stats};
 pub use headers::Headers;
 pub use stage::{HttpConfig, HttpStage};
 
@@ -46,7 +48,6 @@ pub enum HttpVersion {
     #[serde(rename = "1.1")]
     Http11,
     #[serde(rename = "2")]
-    #[allow(dead_code)] // made by the HTTP/2 decoder, which lands next
     Http2,
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, Role};
+use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, H2Decoder, Role};
 use crate::{
     capture::record::Direction,
     streams::{ConnId, StreamEvent},
@@ -47,8 +47,11 @@ const METHODS: [&[u8]; 9] = [
 enum Protocol {
     /// Not decided yet: the first bytes of each direction, with their timestamps.
     Sniffing(Vec<(Direction, u64, Vec<u8>)>),
+    /// HTTP/1.x.
     Http(Role, Box<dyn ConnectionDecoder + Send>),
-    /// Not HTTP (or HTTP/2, until its decoder lands): ignored.
+    /// HTTP/2 (prior knowledge or negotiated by ALPN: both start with the preface).
+    Http2(Role, Box<dyn ConnectionDecoder + Send>),
+    /// Not HTTP: ignored.
     Other,
 }
 
@@ -112,7 +115,7 @@ impl HttpStage {
                     return;
                 };
                 match &mut conn.protocol {
-                    Protocol::Http(role, decoder) => {
+                    Protocol::Http(role, decoder) | Protocol::Http2(role, decoder) => {
                         decoder.push(flow(*role, id.direction), timestamp_ns, &bytes, out)
                     }
                     Protocol::Other => {}
@@ -125,12 +128,16 @@ impl HttpStage {
                                 unreachable!("matched above")
                             };
                             match &mut conn.protocol {
-                                Protocol::Http(role, decoder) => {
-                                    self.stats.connections_http1 += 1;
+                                Protocol::Http(role, decoder) | Protocol::Http2(role, decoder) => {
                                     for (direction, ts, bytes) in seen {
                                         decoder.push(flow(*role, direction), ts, &bytes, out);
                                     }
                                 }
+                                _ => {}
+                            }
+                            match conn.protocol {
+                                Protocol::Http(..) => self.stats.connections_http1 += 1,
+                                Protocol::Http2(..) => self.stats.connections_http2 += 1,
                                 _ => self.stats.connections_other += 1,
                             }
                         }
@@ -139,7 +146,7 @@ impl HttpStage {
             }
             StreamEvent::Gap { id, len, .. } => {
                 if let Some(Conn {
-                    protocol: Protocol::Http(role, decoder),
+                    protocol: Protocol::Http(role, decoder) | Protocol::Http2(role, decoder),
                     ..
                 }) = self.conns.get_mut(&id.conn)
                 {
@@ -159,7 +166,9 @@ impl HttpStage {
                 }
                 let conn = self.conns.remove(&id.conn).expect("looked up above");
                 match conn.protocol {
-                    Protocol::Http(_, mut decoder) => decoder.finish(out),
+                    Protocol::Http(_, mut decoder) | Protocol::Http2(_, mut decoder) => {
+                        decoder.finish(out)
+                    }
                     Protocol::Sniffing(seen) if !seen.is_empty() => {
                         self.stats.connections_other += 1
                     }
@@ -211,14 +220,15 @@ fn sniff(
                 continue;
             }
         };
-        if prefix.starts_with(b"PRI ") {
-            // HTTP/2: its decoder comes in a later change.
-            return Some(Protocol::Other);
-        }
         let (request_pos, response_pos) = match role {
             Role::Client => (start_pos[0], start_pos[1]),
             Role::Server => (start_pos[1], start_pos[0]),
         };
+        if prefix.starts_with(b"PRI ") {
+            let decoder =
+                H2Decoder::new(conn, role, limits).with_start_pos(request_pos, response_pos);
+            return Some(Protocol::Http2(role, Box::new(decoder)));
+        }
         let decoder = H1Decoder::new(conn, role, limits, request_pos, response_pos);
         return Some(Protocol::Http(role, Box::new(decoder)));
     }
