@@ -64,6 +64,12 @@ impl Meter {
         self.stats.exchanges += 1;
         let Some(call) = llm::decode(&exchange) else {
             self.stats.exchanges_not_llm += 1;
+            debug!(
+                method = %exchange.request.method,
+                status = exchange.response.as_ref().map(|r| r.status),
+                error = exchange.error.as_ref().map(ToString::to_string),
+                "exchange is not an LLM call"
+            );
             return;
         };
         let counts = tokens::resolve(&call);

@@ -141,3 +141,73 @@ fn openai_sdk_calls_are_metered_on_both_sides() {
     // And no prompt or completion text leaves the agent.
     assert!(!run.stdout.contains("Say hello to the meter") && !run.stdout.contains("w0 w1"));
 }
+
+#[test]
+fn curl_over_http2_is_metered() {
+    let Some(_guard) = e2e_prelude("curl_over_http2_is_metered") else {
+        return;
+    };
+    let Some(python) = llm::require_python("curl_over_http2_is_metered") else {
+        return;
+    };
+    // hypercorn offers h2 by ALPN, as a gateway in front of vLLM would.
+    let server = LlmServer::start(&python, "hypercorn");
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        ..Default::default()
+    });
+    let body = r#"{"model":"Qwen/Qwen3-8B","messages":[{"role":"user","content":"Count to five"}],"max_tokens":6,"stream":true,"stream_options":{"include_usage":true}}"#;
+    let finished = tokenmeter_tests::wait::run(
+        std::process::Command::new("curl")
+            .args([
+                "-sSk",
+                "--http2",
+                "--max-time",
+                "60",
+                "-w",
+                "\n%{http_version}\n",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Authorization: Bearer sk-h2-key",
+            ])
+            .args(["-d", body])
+            .arg(format!("{}/chat/completions", server.base_url())),
+        std::time::Duration::from_secs(90),
+    );
+    finished.assert_success("curl --http2");
+    assert!(
+        finished.stdout.trim_end().ends_with('2'),
+        "curl did not speak HTTP/2: {}",
+        finished.stdout
+    );
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let served = server.served();
+    assert_eq!(served.len(), 1);
+    let records = records(&run.stdout);
+    let client: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["pid"] == finished.pid)
+        .collect();
+    assert_eq!(client.len(), 1, "{records:#?}\n{}", run.stderr);
+    let record = client[0];
+    assert_eq!(record["http_version"], "2");
+    assert_eq!(record["side"], "client");
+    assert_eq!(record["stream"], true);
+    assert_eq!(tokens(record, "input"), Some(served[0].prompt_tokens));
+    assert_eq!(tokens(record, "output"), Some(served[0].completion_tokens));
+    assert_eq!(record["error"], Value::Null, "{record:#}");
+    let server_side: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["pid"] == served[0].server_pid)
+        .collect();
+    assert_eq!(
+        server_side.len(),
+        1,
+        "the server side is metered too: {records:#?}"
+    );
+    assert_eq!(server_side[0]["http_version"], "2");
+}

@@ -30,6 +30,8 @@ impl Default for HttpConfig {
 
 /// Bytes looked at to tell HTTP/1, HTTP/2 and other protocols apart.
 const SNIFF_BYTES: usize = 24;
+/// Bytes held while only one end of a connection has spoken.
+const MAX_SNIFF_BUFFER: usize = 64 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const METHODS: [&[u8]; 9] = [
     b"GET ",
@@ -232,5 +234,92 @@ fn sniff(
         let decoder = H1Decoder::new(conn, role, limits, request_pos, response_pos);
         return Some(Protocol::Http(role, Box::new(decoder)));
     }
-    (!undecided && prefixes.iter().any(|p| p.len() >= 8)).then_some(Protocol::Other)
+    // Not HTTP only once both ends spoke and neither looks like it: an HTTP/2 server sends
+    // its SETTINGS before it has read the client's preface, so one binary direction alone
+    // proves nothing. A connection where only one end ever speaks is given up after a while.
+    let spoke = prefixes.iter().filter(|p| p.len() >= 8).count();
+    let buffered: usize = seen.iter().map(|(_, _, b)| b.len()).sum();
+    (!undecided && (spoke == 2 || buffered > MAX_SNIFF_BUFFER)).then_some(Protocol::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::StreamId;
+
+    const CONN: ConnId = ConnId {
+        pid: 1,
+        conn: 2,
+        seq: 0,
+    };
+
+    fn events(direction: Direction, bytes: &[u8]) -> Vec<StreamEvent> {
+        let id = StreamId {
+            conn: CONN,
+            direction,
+        };
+        vec![
+            StreamEvent::Opened {
+                id,
+                comm: "t".into(),
+                cgroup_id: 1,
+                timestamp_ns: 0,
+                start_pos: 0,
+            },
+            StreamEvent::Data {
+                id,
+                timestamp_ns: 1,
+                bytes: bytes.to_vec(),
+            },
+        ]
+    }
+
+    #[test]
+    fn an_http2_server_that_speaks_first_is_still_recognised() {
+        let mut stage = HttpStage::new(&HttpConfig::default());
+        let mut out = Vec::new();
+        // The server's SETTINGS frame, written before it read the client's preface.
+        for event in events(
+            Direction::Write,
+            b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64",
+        ) {
+            stage.consume(event, &mut out);
+        }
+        assert!(matches!(stage.conns[&CONN].protocol, Protocol::Sniffing(_)));
+        for event in events(Direction::Read, H2_PREFACE) {
+            stage.consume(event, &mut out);
+        }
+        assert!(matches!(
+            stage.conns[&CONN].protocol,
+            Protocol::Http2(Role::Server, _)
+        ));
+        assert_eq!(stage.stats.connections_http2, 1);
+    }
+
+    #[test]
+    fn two_ends_that_are_not_http_are_given_up() {
+        let mut stage = HttpStage::new(&HttpConfig::default());
+        let mut out = Vec::new();
+        for event in events(Direction::Write, b"\x16\x03\x01 not http at all")
+            .into_iter()
+            .chain(events(Direction::Read, b"SSH-2.0-OpenSSH_9.2"))
+        {
+            stage.consume(event, &mut out);
+        }
+        assert!(matches!(stage.conns[&CONN].protocol, Protocol::Other));
+        assert_eq!(stage.stats.connections_other, 1);
+    }
+
+    #[test]
+    fn a_client_request_decides_http1_and_roles() {
+        let mut stage = HttpStage::new(&HttpConfig::default());
+        let mut out = Vec::new();
+        for event in events(Direction::Write, b"POST /v1/chat/completions HTTP/1.1\r\n") {
+            stage.consume(event, &mut out);
+        }
+        assert!(matches!(
+            stage.conns[&CONN].protocol,
+            Protocol::Http(Role::Client, _)
+        ));
+    }
 }
