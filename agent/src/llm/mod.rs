@@ -8,6 +8,7 @@
 
 mod anthropic;
 mod openai;
+mod openai_chunk;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -169,6 +170,20 @@ fn read_response(api: Api, response: &HttpResponse, call: &mut LlmCall) {
                 Some("message_stop" | "response.completed" | "response.incomplete")
             ) {
                 call.stream_complete = true;
+            }
+            // The hot path: OpenAI-format chunks read without building a JSON tree.
+            let fast = match api {
+                Api::OpenAiChatCompletions | Api::OpenAiCompletions => {
+                    openai_chunk::read_chunk(&event.data, call)
+                }
+                _ => None,
+            };
+            if let Some(produced) = fast {
+                if produced {
+                    call.first_token_ns = call.first_token_ns.or(timestamp);
+                    call.last_token_ns = timestamp.or(call.last_token_ns);
+                }
+                continue;
             }
             let data: Value = match serde_json::from_str(&event.data) {
                 Ok(data) => data,
