@@ -21,6 +21,8 @@ pub struct AgentConfig {
     pub http: crate::http::HttpConfig,
     /// Identity taken from requests.
     pub identity: crate::attribution::IdentityConfig,
+    /// Tokenizers for counting tokens the server did not report.
+    pub tokens: crate::tokens::TokenizerConfig,
 }
 
 /// Limits what is metered. Empty lists mean "no restriction"; a process is metered when it
@@ -161,6 +163,10 @@ impl AgentConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        self.tokens.validate().map_err(|e| ConfigError::Invalid {
+            field: "tokens".into(),
+            reason: e.to_string(),
+        })?;
         if self.http.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 field: "http.max_body_bytes".into(),

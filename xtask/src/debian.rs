@@ -23,6 +23,9 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
 ];
 
+/// Installed when no `npm` is on PATH (Debian's nodejs does not include it).
+const NPM_PACKAGE: &str = "npm";
+
 /// Installed when no `node` is on PATH (any Node.js will do: a static OpenSSL is probed in the executable, a shared one in libssl).
 const NODE_PACKAGE: &str = "nodejs";
 
@@ -39,6 +42,9 @@ pub fn install_test_packages(steps: &mut Steps) -> Result<()> {
     let mut wanted: Vec<&str> = PACKAGES.to_vec();
     if !node_on_path {
         wanted.push(NODE_PACKAGE);
+    }
+    if !util::succeeds(util::command("npm").arg("--version")) {
+        wanted.push(NPM_PACKAGE);
     }
     let missing: Vec<&str> = wanted
         .iter()

@@ -10,6 +10,7 @@ mod bench;
 mod debian;
 mod demo;
 mod fixtures;
+mod npm;
 mod process;
 mod python;
 mod setup;

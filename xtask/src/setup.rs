@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::util::{self, Steps};
-use crate::{debian, python};
+use crate::{debian, npm, python};
 
 /// `cargo xtask setup [--test-deps]`.
 pub fn run(test_deps: bool) -> Result<()> {
-    let mut steps = Steps::new("setup", if test_deps { 7 } else { 5 });
+    let mut steps = Steps::new("setup", if test_deps { 8 } else { 5 });
     nightly_toolchain(&mut steps)?;
     rust_src(&mut steps)?;
     let llvm = nightly_llvm(&mut steps)?;
@@ -25,6 +25,7 @@ pub fn run(test_deps: bool) -> Result<()> {
     if test_deps {
         debian::install_test_packages(&mut steps)?;
         python::ensure_test_env(&mut steps)?;
+        npm::ensure_reference_tokenizers(&mut steps)?;
     }
     Ok(())
 }

@@ -1,123 +1,49 @@
-//! Tokens: the counts a usage record carries, and where each came from.
+//! Tokens: the number of input and output tokens of an exchange when the server did not
+//! report them.
 //!
-//! The server's own usage report is the truth when it is there (`reported`). When it is not
-//! (a stream without `include_usage`), the counts are computed from the prompt and output
-//! text (`computed`, with a real tokenizer for the model) or, as a last resort, estimated
-//! (`estimated`, about four characters per token). A count is never a silent zero: each one
-//! says its source.
+//! Servers usually report usage, and a reported count always wins (the LLM stage passes it
+//! through as [`CountSource::Reported`]). A stream without `stream_options.include_usage`, or
+//! a server that never reports, leaves only text, and counting such an exchange as zero is
+//! the complaint users raise most about metering. This stage counts that text with the
+//! model's own tokenizer: the tiktoken encodings for OpenAI models (embedded in the binary),
+//! Hugging Face `tokenizer.json` files for open models, with the chat prompt rendered the way
+//! the server renders it (the package's own Jinja chat template, so the framing tokens count
+//! too). Which tokenizer counts which model is a list of name patterns: the configured ones
+//! first, then the built-in defaults ([`defaults`]).
+//!
+//! When no tokenizer is available (an unknown model, a tokenizer file missing or broken) the
+//! count is an estimate, `ceil(chars / 4)`, never zero for non-empty text. Every
+//! [`TokenCount`] says where it comes from ([`CountSource`]) and which tokenizer made it, so
+//! exports can label it and billing can decide what to do with estimates. Nothing here logs:
+//! per-call logging would flood, so the caller logs once per model or tokenizer, using the
+//! returned source and [`TokenCounter::load_errors`].
+//!
+//! Tokenizer files are loaded lazily, on the first count that needs them, once per file, and
+//! kept for the life of the counter; a [`TokenCounter`] is `Send + Sync` and shared by
+//! reference.
 
-use serde::Serialize;
-
-use crate::llm::{LlmCall, Usage};
-
-/// Where a count came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CountSource {
-    Reported,
-    #[allow(dead_code)] // made by the tokenizer counter, which lands next
-    Computed,
-    Estimated,
-}
-
-/// The token counts of one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TokenCounts {
-    #[serde(flatten)]
-    pub usage: Usage,
-    /// Source of `input` (and its subsets).
-    pub input_source: Option<CountSource>,
-    /// Source of `output` (and its subsets).
-    pub output_source: Option<CountSource>,
-}
-
-/// Resolves the counts of a call: reported first, then counted.
-pub fn resolve(call: &LlmCall) -> TokenCounts {
-    let mut counts = TokenCounts {
-        usage: call.usage,
-        ..Default::default()
-    };
-    if call.usage.input.is_some() {
-        counts.input_source = Some(CountSource::Reported);
-    } else if !call.prompt.is_empty() {
-        let chars: usize = call.prompt.iter().map(|m| m.content.chars().count()).sum();
-        counts.usage.input = Some(estimate(chars));
-        counts.input_source = Some(CountSource::Estimated);
-    }
-    let has_output = matches!(call.api, Some(api) if api.operation() != "embeddings");
-    if call.usage.output.is_some() {
-        counts.output_source = Some(CountSource::Reported);
-    } else if has_output && call.error.is_none() {
-        counts.usage.output = Some(estimate(call.output.chars().count()));
-        counts.output_source = Some(CountSource::Estimated);
-    }
-    counts
-}
-
-/// About four characters per token (OpenAI's rule of thumb for English); at least one token
-/// for any non-empty text.
-fn estimate(chars: usize) -> u64 {
-    chars.div_ceil(4) as u64
-}
+mod chat;
+mod config;
+mod count;
+mod counter;
+pub mod defaults;
+mod error;
+mod estimate;
+mod hf;
+mod openai;
+mod resolve;
+mod template;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::llm::{Api, PromptMessage};
+mod counter_tests;
+#[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
+mod test_support;
 
-    #[test]
-    fn reported_usage_wins() {
-        let call = LlmCall {
-            api: Some(Api::OpenAiChatCompletions),
-            usage: Usage {
-                input: Some(17),
-                output: Some(5),
-                ..Default::default()
-            },
-            output: "irrelevant".into(),
-            ..Default::default()
-        };
-        let counts = resolve(&call);
-        assert_eq!(
-            (counts.usage.input, counts.usage.output),
-            (Some(17), Some(5))
-        );
-        assert_eq!(counts.input_source, Some(CountSource::Reported));
-        assert_eq!(counts.output_source, Some(CountSource::Reported));
-    }
-
-    #[test]
-    fn missing_usage_is_estimated_never_zero() {
-        let call = LlmCall {
-            api: Some(Api::OpenAiChatCompletions),
-            prompt: vec![PromptMessage {
-                role: "user".into(),
-                content: "Say hi".into(),
-                name: None,
-            }],
-            output: "Hi".into(),
-            ..Default::default()
-        };
-        let counts = resolve(&call);
-        assert_eq!(
-            (counts.usage.input, counts.usage.output),
-            (Some(2), Some(1))
-        );
-        assert_eq!(counts.output_source, Some(CountSource::Estimated));
-    }
-
-    #[test]
-    fn embeddings_have_no_output_and_errors_no_estimate() {
-        let call = LlmCall {
-            api: Some(Api::OpenAiEmbeddings),
-            ..Default::default()
-        };
-        assert_eq!(resolve(&call).usage.output, None);
-        let failed = LlmCall {
-            api: Some(Api::OpenAiChatCompletions),
-            error: Some("bad".into()),
-            ..Default::default()
-        };
-        assert_eq!(resolve(&failed).output_source, None);
-    }
-}
+pub use chat::ChatMessage;
+pub use config::{ChatTemplate, ModelTokenizer, TokenizerConfig};
+pub use count::{CountSource, TokenCount};
+pub use counter::TokenCounter;
+pub use error::TokensError;
+pub use resolve::{resolve, TokenCounts};
