@@ -67,19 +67,27 @@ pub struct Launch<'a> {
     pub stdout: Stdio,
     /// `--stats-file`: counters the agent writes when it exits.
     pub stats_file: Option<&'a Path>,
+    /// The subcommand and its options, e.g. `["capture", "--json"]` or `["run"]`.
+    pub command: &'a [&'a str],
+    /// `--config`, if any.
+    pub config: Option<&'a Path>,
 }
 
-/// Starts `tokenmeter-agent capture --json --ready-file ...` and waits until its probes are
-/// attached. The returned guard kills it if dropped; stop it with
+/// Starts the release agent (`tokenmeter-agent <command> --ready-file ...`) and waits until its
+/// probes are attached. The returned guard kills it if dropped; stop it with
 /// [`Background::interrupt`] so it flushes.
 pub fn start(launch: Launch) -> Result<Background> {
     let ready = launch.dir.join(format!("agent-{}.ready", launch.tag));
     let log = launch.dir.join(format!("agent-{}.stderr", launch.tag));
     let _ = std::fs::remove_file(&ready);
     let mut cmd = util::command(binary(true));
-    cmd.args(["capture", "--json", "--ready-file"])
+    cmd.args(launch.command)
+        .arg("--ready-file")
         .arg(&ready)
         .stdout(launch.stdout);
+    if let Some(config) = launch.config {
+        cmd.arg("--config").arg(config);
+    }
     if let Some(stats) = launch.stats_file {
         let _ = std::fs::remove_file(stats);
         cmd.arg("--stats-file").arg(stats);

