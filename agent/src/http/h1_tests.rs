@@ -1,6 +1,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::http::HttpVersion;
 
 const LIMITS: BodyLimits = BodyLimits { max_bytes: 1 << 20 };
 const CONN: ConnId = ConnId {

@@ -23,6 +23,20 @@ pub use stage::{HttpConfig, HttpStage};
 
 use crate::streams::ConnId;
 
+/// Methods a request line may start with: how a client's first bytes, or the next request
+/// after bytes that could not be read, are recognised.
+pub(crate) const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
 /// Which end of the connection the probed process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, H2Decoder, Role};
+use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, H2Decoder, Role, METHODS};
 use crate::{
     capture::record::Direction,
     streams::{ConnId, StreamEvent},
@@ -33,17 +33,6 @@ const SNIFF_BYTES: usize = 24;
 /// Bytes held while only one end of a connection has spoken.
 const MAX_SNIFF_BUFFER: usize = 64 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const METHODS: [&[u8]; 9] = [
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"PATCH ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"CONNECT ",
-    b"TRACE ",
-];
 
 /// What a connection turned out to be.
 enum Protocol {
