@@ -35,6 +35,7 @@ fn emit(pid: u32, kind: u32) {
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         conn: 0,
+        value: 0,
         pid,
         kind,
     };

@@ -62,6 +62,13 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `int SSL_set_fd(SSL *s, int fd)`: which socket a connection uses.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    ssl::on_set_fd(&ctx);
+    0
+}
+
 /// `void _dl_debug_state(void)` in the dynamic loader, called after every change to the set
 /// of loaded libraries (start-up and dlopen).
 #[uprobe]

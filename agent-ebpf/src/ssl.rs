@@ -193,10 +193,28 @@ pub fn on_close(ctx: &ProbeContext, kind: u32) {
             let _ = STREAM_POSITIONS.remove(&key);
         }
     }
+    emit_control(conn, 0, pid, kind);
+}
+
+#[inline(always)]
+pub fn on_set_fd(ctx: &ProbeContext) {
+    let (Some(conn), Some(fd)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) else {
+        return;
+    };
+    if fd < 0 {
+        return;
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    emit_control(conn, fd as u64, pid, tokenmeter_common::CONTROL_CONN_FD);
+}
+
+#[inline(always)]
+fn emit_control(conn: u64, value: u64, pid: u32, kind: u32) {
     let event = ControlEvent {
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         conn,
+        value,
         pid,
         kind,
     };

@@ -1,12 +1,15 @@
 //! The metering sink: streams -> http -> llm -> tokens -> attribution -> export, for
 //! `tokenmeter-agent run`. Synchronous and bounded by the stages' own limits.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, num::NonZeroUsize};
+
+use lru::LruCache;
 
 use tracing::{debug, warn};
 
 use crate::{
     attribution::IdentityExtractor,
+    capture::sockets::SocketPair,
     export::RecordSink,
     http::{Exchange, HttpStage},
     llm,
@@ -33,6 +36,9 @@ pub struct Meter {
     identity: IdentityExtractor,
     export: Box<dyn RecordSink>,
     conns: HashMap<ConnId, (ConnMeta, u8)>,
+    /// Socket addresses by (pid, `SSL*`), from `SSL_set_fd`. An LRU: no close event tells
+    /// when an `SSL*` is reused, a later `SSL_set_fd` replaces the entry.
+    addresses: LruCache<(u32, u64), SocketPair>,
     exchanges: Vec<Exchange>,
     records: RecordFactory,
     pub stats: MeterStats,
@@ -57,6 +63,7 @@ impl Meter {
             identity,
             export,
             conns: HashMap::new(),
+            addresses: LruCache::new(NonZeroUsize::new(16384).expect("non-zero")),
             exchanges: Vec::new(),
             records: RecordFactory {
                 boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -99,9 +106,13 @@ impl Meter {
             .get(&exchange.conn)
             .map(|(meta, _)| meta.clone())
             .unwrap_or_default();
+        let addresses = self
+            .addresses
+            .get(&(exchange.conn.pid, exchange.conn.conn))
+            .copied();
         let Some(record) = self
             .records
-            .build(&exchange, &meta, &call, counts, identity)
+            .build(&exchange, &meta, addresses, &call, counts, identity)
         else {
             return;
         };
@@ -115,6 +126,10 @@ impl Meter {
 }
 
 impl StreamSink for Meter {
+    fn connection_addresses(&mut self, pid: u32, conn: u64, addresses: SocketPair) {
+        self.addresses.put((pid, conn), addresses);
+    }
+
     fn report(&self) -> serde_json::Value {
         serde_json::json!({ "meter": self.stats, "http": self.http.stats })
     }

@@ -24,6 +24,7 @@ use crate::{
         discovery::{ProcScanner, ProcessInfo},
         record::{decode_control, decode_data, ControlRecord},
         selector::Selector,
+        sockets::{self, SocketPair},
         Attacher, CaptureCounters, CaptureError,
     },
     config::AgentConfig,
@@ -34,6 +35,9 @@ use crate::{
 /// Where finished stream events go.
 pub trait StreamSink {
     fn consume(&mut self, event: StreamEvent);
+
+    /// `SSL_set_fd` tied connection `conn` of process `pid` to a socket with these addresses.
+    fn connection_addresses(&mut self, _pid: u32, _conn: u64, _addresses: SocketPair) {}
 
     /// What the sink's own stages counted, for `--stats-file`.
     fn report(&self) -> serde_json::Value {
@@ -279,6 +283,11 @@ impl Loop<'_> {
                 }
                 ControlRecord::ConnShutdown { pid, conn } => {
                     self.close_later(now, pid, conn, CloseReason::Shutdown)
+                }
+                ControlRecord::ConnFd { pid, conn, fd } => {
+                    if let Some(addresses) = sockets::lookup(pid, fd) {
+                        self.sink.connection_addresses(pid, conn, addresses);
+                    }
                 }
                 ControlRecord::ConnFree { pid, conn } => {
                     self.close_later(now, pid, conn, CloseReason::Free)

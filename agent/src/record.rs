@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     attribution::Identity,
+    capture::sockets::SocketPair,
     http::{Exchange, HttpError, HttpVersion, Role},
     llm::{Api, LlmCall},
     tokens::TokenCounts,
@@ -28,6 +29,11 @@ pub struct UsageRecord {
     pub pid: u32,
     pub comm: String,
     pub cgroup_id: u64,
+    /// The connection's client and server socket addresses (`ip:port`), when the TLS library
+    /// was given a socket (`SSL_set_fd`): with the start time they pair the client-side and
+    /// server-side records of one call, even across nodes.
+    pub client_address: Option<String>,
+    pub server_address: Option<String>,
     pub api: Api,
     pub operation: &'static str,
     pub provider: &'static str,
@@ -69,12 +75,22 @@ impl RecordFactory {
         &self,
         exchange: &Exchange,
         meta: &ConnMeta,
+        addresses: Option<SocketPair>,
         call: &LlmCall,
         tokens: TokenCounts,
         identity: Identity,
     ) -> Option<UsageRecord> {
         let api = call.api?;
-        Some(build(self, exchange, meta, call, api, tokens, identity))
+        let mut record = build(self, exchange, meta, call, api, tokens, identity);
+        if let Some(pair) = addresses {
+            let (client, server) = match exchange.role {
+                Role::Client => (pair.local, pair.remote),
+                Role::Server => (pair.remote, pair.local),
+            };
+            record.client_address = Some(client.to_string());
+            record.server_address = Some(server.to_string());
+        }
+        Some(record)
     }
 }
 
@@ -114,6 +130,8 @@ fn build(
         pid: exchange.conn.pid,
         comm: meta.comm.clone(),
         cgroup_id: meta.cgroup_id,
+        client_address: None,
+        server_address: None,
         api,
         operation: api.operation(),
         provider: api.provider(),

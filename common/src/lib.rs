@@ -139,8 +139,10 @@ pub struct StreamKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlEvent {
     pub timestamp_ns: u64,
-    /// The `SSL*` for [`CONTROL_CONN_SHUTDOWN`] and [`CONTROL_CONN_FREE`], 0 otherwise.
+    /// The `SSL*` for the connection events, 0 otherwise.
     pub conn: u64,
+    /// The file descriptor for [`CONTROL_CONN_FD`], 0 otherwise.
+    pub value: u64,
     pub pid: u32,
     pub kind: u32,
 }
@@ -156,6 +158,8 @@ pub const CONTROL_CONN_FREE: u32 = 4;
 /// The process's dynamic loader mapped or unmapped libraries (`_dl_debug_state`, the hook
 /// debuggers use): inspect it now, a new TLS library may have arrived.
 pub const CONTROL_LIBRARIES_CHANGED: u32 = 5;
+/// `SSL_set_fd` tied a connection to a socket: its addresses can be looked up.
+pub const CONTROL_CONN_FD: u32 = 6;
 
 /// Indexes into the per-CPU `COUNTERS` array. Userspace sums the CPUs.
 pub mod counter {
@@ -197,7 +201,7 @@ mod tests {
         assert_eq!(DATA_HEADER_LEN, 8 * 5 + 4 * 4 + 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<PendingCall>(), 32);
         assert_eq!(core::mem::size_of::<StreamKey>(), 16);
-        assert_eq!(core::mem::size_of::<ControlEvent>(), 24);
+        assert_eq!(core::mem::size_of::<ControlEvent>(), 32);
         assert_eq!(DATA_HEADER_LEN % 8, 0, "payload must start 8-byte aligned");
     }
 

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod preflight;
 pub mod record;
 pub mod selector;
+pub mod sockets;
 pub mod symbols;
 
 use std::path::Path;
@@ -29,7 +30,7 @@ pub use counters::CaptureCounters;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenmeter"));
 
 /// Uprobe programs in the object.
-const UPROBE_PROGRAMS: [&str; 8] = [
+const UPROBE_PROGRAMS: [&str; 9] = [
     "ssl_write",
     "ssl_write_ex",
     "ssl_read",
@@ -37,6 +38,7 @@ const UPROBE_PROGRAMS: [&str; 8] = [
     "ssl_return",
     "ssl_shutdown",
     "ssl_free",
+    "ssl_set_fd",
     "dl_debug_state",
 ];
 /// Raw tracepoint programs, named after their tracepoint.

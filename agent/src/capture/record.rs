@@ -2,9 +2,9 @@
 //! once, in `tokenmeter-common`; this file only turns bytes into owned, checked values.
 
 use tokenmeter_common::{
-    ControlEvent, DataHeader, CONTROL_CONN_FREE, CONTROL_CONN_SHUTDOWN, CONTROL_EXEC, CONTROL_EXIT,
-    CONTROL_LIBRARIES_CHANGED, DATA_HEADER_LEN, DIRECTION_READ, DIRECTION_WRITE, FLAG_READ_FAILED,
-    FLAG_TRUNCATED,
+    ControlEvent, DataHeader, CONTROL_CONN_FD, CONTROL_CONN_FREE, CONTROL_CONN_SHUTDOWN,
+    CONTROL_EXEC, CONTROL_EXIT, CONTROL_LIBRARIES_CHANGED, DATA_HEADER_LEN, DIRECTION_READ,
+    DIRECTION_WRITE, FLAG_READ_FAILED, FLAG_TRUNCATED,
 };
 
 /// Which way the plaintext went, seen from the process that called the TLS library.
@@ -68,6 +68,7 @@ pub enum ControlRecord {
     ConnShutdown { pid: u32, conn: u64 },
     ConnFree { pid: u32, conn: u64 },
     LibrariesChanged { pid: u32 },
+    ConnFd { pid: u32, conn: u64, fd: i32 },
 }
 
 /// A record that does not match the shared layout (a version mismatch or a kernel bug).
@@ -150,6 +151,11 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlRecord, RecordError> {
         CONTROL_CONN_SHUTDOWN => ControlRecord::ConnShutdown { pid, conn },
         CONTROL_CONN_FREE => ControlRecord::ConnFree { pid, conn },
         CONTROL_LIBRARIES_CHANGED => ControlRecord::LibrariesChanged { pid },
+        CONTROL_CONN_FD => ControlRecord::ConnFd {
+            pid,
+            conn,
+            fd: event.value as i32,
+        },
         code => {
             return Err(RecordError::UnknownCode {
                 what: "control kind",
@@ -246,11 +252,12 @@ mod tests {
         let event = ControlEvent {
             timestamp_ns: 1,
             conn: 5,
+            value: 0,
             pid: 9,
             kind: CONTROL_CONN_FREE,
         };
         // SAFETY: ControlEvent is plain data.
-        let bytes: [u8; 24] = unsafe { std::mem::transmute(event) };
+        let bytes: [u8; 32] = unsafe { std::mem::transmute(event) };
         assert_eq!(
             decode_control(&bytes),
             Ok(ControlRecord::ConnFree { pid: 9, conn: 5 })

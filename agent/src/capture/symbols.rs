@@ -15,16 +15,18 @@ pub enum TlsProbe {
     ReadEx,
     Shutdown,
     Free,
+    SetFd,
 }
 
 impl TlsProbe {
-    pub const ALL: [TlsProbe; 6] = [
+    pub const ALL: [TlsProbe; 7] = [
         Self::Write,
         Self::WriteEx,
         Self::Read,
         Self::ReadEx,
         Self::Shutdown,
         Self::Free,
+        Self::SetFd,
     ];
 
     /// The exported symbol.
@@ -36,6 +38,7 @@ impl TlsProbe {
             Self::ReadEx => "SSL_read_ex",
             Self::Shutdown => "SSL_shutdown",
             Self::Free => "SSL_free",
+            Self::SetFd => "SSL_set_fd",
         }
     }
 
@@ -49,6 +52,7 @@ impl TlsProbe {
             Self::ReadEx => &["ssl_read_ex", "ssl_return"],
             Self::Shutdown => &["ssl_shutdown"],
             Self::Free => &["ssl_free"],
+            Self::SetFd => &["ssl_set_fd"],
         }
     }
 
