@@ -48,6 +48,8 @@ pub struct UsageRecord {
     pub identity: Identity,
     /// From the request's first byte to the first output event of a stream.
     pub time_to_first_token_ns: Option<u64>,
+    /// From the request's first byte to the last output event of a stream.
+    pub time_to_last_token_ns: Option<u64>,
     /// From the request's first byte to the response's last.
     pub duration_ns: Option<u64>,
     /// Why the record is partial (HTTP or body decoding problems, a server error).
@@ -145,6 +147,9 @@ fn build(
         identity,
         time_to_first_token_ns: call
             .first_token_ns
+            .map(|t| t.saturating_sub(request.start_ns)),
+        time_to_last_token_ns: call
+            .last_token_ns
             .map(|t| t.saturating_sub(request.start_ns)),
         duration_ns: response.map(|r| r.end_ns.saturating_sub(request.start_ns)),
         error,
