@@ -13,4 +13,5 @@ pub mod meter;
 pub mod pipeline;
 pub mod record;
 pub mod streams;
+pub mod telemetry;
 pub mod tokens;

@@ -13,12 +13,15 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use tracing::error;
 
+use anyhow::Context as _;
+use std::sync::Arc;
 use tokenmeter_agent::{
     attribution,
     config::AgentConfig,
     export, http, meter, pipeline,
     pipeline::{RunOptions, StreamSink},
     streams::{digest::StreamDigester, StreamEvent},
+    telemetry::{self, AgentMetrics},
     tokens,
 };
 
@@ -56,6 +59,10 @@ struct CommonArgs {
     /// Write the capture counters and peak memory as JSON to this file at exit.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (port 0: any free
+    /// port, written to the ready file).
+    #[arg(long, env = "TOKENMETER_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -117,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let metrics = Arc::new(AgentMetrics::default());
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
         Command::Run(args) => {
             let export: Box<dyn export::RecordSink> = match args.export {
@@ -127,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tokens::TokenCounter::new(&config.tokens)?,
                 attribution::IdentityExtractor::new(&config.identity)?,
                 export,
+                metrics.clone(),
             );
             (args.common, Box::new(meter))
         }
@@ -138,16 +147,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     };
-    let options = RunOptions {
-        sysfs_root: cli.sysfs_root,
-        ready_file: common.ready_file,
-    };
-    let summary = runtime.block_on(pipeline::run(
-        &config,
-        options,
-        sink.as_mut(),
-        shutdown_signal(),
-    ))?;
+    let summary = runtime.block_on(async {
+        // The health listener first, so /healthz answers while the probes are attached.
+        let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut metrics_addr = None;
+        let mut health = None;
+        if let Some(addr) = common.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
+            metrics_addr = Some(listener.local_addr()?);
+            health = Some(tokio::spawn(telemetry::serve(
+                listener,
+                metrics.clone(),
+                async {
+                    let _ = health_stopped.await;
+                },
+            )));
+        }
+        let options = RunOptions {
+            sysfs_root: cli.sysfs_root,
+            ready_file: common.ready_file,
+            metrics: metrics.clone(),
+            metrics_addr,
+        };
+        let summary = pipeline::run(&config, options, sink.as_mut(), shutdown_signal()).await;
+        let _ = stop_health.send(());
+        if let Some(health) = health {
+            let _ = health.await;
+        }
+        anyhow::Ok(summary?)
+    });
+    // A /proc scan still running on a blocking thread must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    let summary = summary?;
     if let Some(path) = &common.stats_file {
         let mut stats = serde_json::to_value(&summary)?;
         if let (Some(stats), serde_json::Value::Object(extra)) =

@@ -1,7 +1,11 @@
 //! The metering sink: streams -> http -> llm -> tokens -> attribution -> export, for
 //! `tokenmeter-agent run`. Synchronous and bounded by the stages' own limits.
 
-use std::{collections::HashMap, num::NonZeroUsize};
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::{atomic::Ordering, Arc},
+};
 
 use lru::LruCache;
 
@@ -16,6 +20,7 @@ use crate::{
     pipeline::StreamSink,
     record::{ConnMeta, RecordFactory},
     streams::{ConnId, StreamEvent},
+    telemetry::AgentMetrics,
     tokens::{self, TokenCounter},
 };
 
@@ -32,6 +37,7 @@ pub struct MeterStats {
 
 pub struct Meter {
     http: HttpStage,
+    metrics: Arc<AgentMetrics>,
     counter: TokenCounter,
     identity: IdentityExtractor,
     export: Box<dyn RecordSink>,
@@ -50,6 +56,7 @@ impl Meter {
         counter: TokenCounter,
         identity: IdentityExtractor,
         export: Box<dyn RecordSink>,
+        metrics: Arc<AgentMetrics>,
     ) -> Self {
         if identity.ephemeral_key {
             warn!(
@@ -59,6 +66,7 @@ impl Meter {
         }
         Self {
             http,
+            metrics,
             counter,
             identity,
             export,
@@ -161,6 +169,7 @@ impl StreamSink for Meter {
         for exchange in std::mem::take(&mut self.exchanges) {
             self.meter(exchange);
         }
+        self.publish();
         if let Some(conn) = closed {
             if let Some(entry) = self.conns.get_mut(&conn) {
                 entry.1 = entry.1.saturating_sub(1);
@@ -168,6 +177,28 @@ impl StreamSink for Meter {
                     self.conns.remove(&conn);
                 }
             }
+        }
+    }
+}
+
+impl Meter {
+    /// Copies the stages' counts to the shared metrics.
+    fn publish(&self) {
+        let m = &self.metrics;
+        let s = self.stats;
+        m.exchanges.store(s.exchanges, Ordering::Relaxed);
+        m.exchanges_not_llm
+            .store(s.exchanges_not_llm, Ordering::Relaxed);
+        m.records.store(s.records, Ordering::Relaxed);
+        m.records_with_errors
+            .store(s.records_with_errors, Ordering::Relaxed);
+        let http = self.http.stats;
+        for (slot, value) in m.http_connections.iter().zip([
+            http.connections_http1,
+            http.connections_http2,
+            http.connections_other,
+        ]) {
+            slot.store(value, Ordering::Relaxed);
         }
     }
 }

@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, HashSet, VecDeque},
     future::Future,
     path::PathBuf,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -30,6 +31,7 @@ use crate::{
     config::AgentConfig,
     internal_events,
     streams::{CloseReason, ConnId, Reassembler, StreamEvent, StreamLimits},
+    telemetry::AgentMetrics,
 };
 
 /// Where finished stream events go.
@@ -51,6 +53,10 @@ pub struct RunOptions {
     pub sysfs_root: PathBuf,
     /// Written once the probes are attached to every process found at start.
     pub ready_file: Option<PathBuf>,
+    /// The agent's own metrics, updated as the loop runs.
+    pub metrics: Arc<AgentMetrics>,
+    /// Where the metrics are served, for the ready file.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What a run did, for `--stats-file` and the benchmark.
@@ -109,6 +115,7 @@ struct Loop<'a> {
     streams_closed: u64,
     undecodable: u64,
     last_counters: CaptureCounters,
+    metrics: Arc<AgentMetrics>,
 }
 
 enum Wake {
@@ -150,6 +157,7 @@ pub async fn run(
         streams_closed: 0,
         undecodable: 0,
         last_counters: CaptureCounters::default(),
+        metrics: options.metrics.clone(),
     };
 
     let processes = scan_all(&state.scanner);
@@ -159,8 +167,11 @@ pub async fn run(
         all_processes = state.selector.selects_all(),
         "capture ready"
     );
+    state.check_counters();
+    state.metrics.ready.store(true, Ordering::Relaxed);
     if let Some(path) = &options.ready_file {
-        write_ready_file(path, state.attacher.probed_files()).map_err(io_error)?;
+        write_ready_file(path, state.attacher.probed_files(), options.metrics_addr)
+            .map_err(io_error)?;
     }
 
     let mut tick = tokio::time::interval(TICK);
@@ -242,6 +253,9 @@ impl Loop<'_> {
                 Ok(record) => self.reassembler.push(record, &mut self.events),
                 Err(error) => {
                     self.undecodable += 1;
+                    self.metrics
+                        .undecodable_records
+                        .store(self.undecodable, Ordering::Relaxed);
                     internal_events::record_undecodable("data", &error, self.undecodable);
                 }
             }
@@ -357,6 +371,9 @@ impl Loop<'_> {
         for event in self.events.drain(..) {
             if matches!(event, StreamEvent::Closed { .. }) {
                 self.streams_closed += 1;
+                self.metrics
+                    .streams_closed
+                    .store(self.streams_closed, Ordering::Relaxed);
             }
             self.sink.consume(event);
         }
@@ -366,6 +383,14 @@ impl Loop<'_> {
         let now = CaptureCounters::read(&self.counters_map);
         let (events, bytes, control) = now.drops_since(&self.last_counters);
         internal_events::capture_dropped(events, bytes, control);
+        self.metrics.set_capture(&now);
+        let (files, open) = (self.attacher.probed_files(), self.reassembler.connections());
+        self.metrics
+            .probed_files
+            .store(files as u64, Ordering::Relaxed);
+        self.metrics
+            .open_connections
+            .store(open as u64, Ordering::Relaxed);
         tracing::debug!(
             connections = self.reassembler.connections(),
             probed_files = self.attacher.probed_files(),
@@ -392,9 +417,17 @@ fn scan_all(scanner: &ProcScanner) -> Vec<ProcessInfo> {
         .collect()
 }
 
-fn write_ready_file(path: &std::path::Path, probed_files: usize) -> std::io::Result<()> {
+fn write_ready_file(
+    path: &std::path::Path,
+    probed_files: usize,
+    metrics: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let body = serde_json::json!({ "pid": std::process::id(), "probed_files": probed_files });
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "probed_files": probed_files,
+        "metrics": metrics.map(|a| a.to_string()),
+    });
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(tmp, path)
 }

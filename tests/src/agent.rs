@@ -131,6 +131,8 @@ pub struct AgentOptions {
     pub stats: bool,
     /// `run` (usage records on stdout) instead of `capture --json` (stream digests).
     pub meter: bool,
+    /// Serve the agent's metrics on a free port (`--metrics-listen 127.0.0.1:0`).
+    pub metrics: bool,
 }
 
 /// A running `tokenmeter-agent capture --json`; killed on drop.
@@ -162,6 +164,9 @@ impl Agent {
                 .arg(&ready);
         } else {
             cmd.args(["capture", "--json", "--ready-file"]).arg(&ready);
+        }
+        if options.metrics {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
         }
         if let Some(config) = &options.config {
             let path = dir.path().join("config.toml");
@@ -207,6 +212,35 @@ impl Agent {
     }
 
     /// Sends SIGINT, waits for the exit and parses what the agent printed.
+    /// The address of the agent's metrics listener, from its ready file.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let ready = wait::read_if_exists(&self.dir.path().join("ready")).expect("ready file");
+        let ready: serde_json::Value = serde_json::from_str(&ready).expect("ready file is JSON");
+        ready["metrics"]
+            .as_str()
+            .expect("started with metrics: true")
+            .parse()
+            .expect("an address")
+    }
+
+    /// `GET path` on the metrics listener: (status line, body).
+    pub fn get(&self, path: &str) -> (String, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics_addr()).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    }
+
     pub fn stop(mut self) -> AgentRun {
         let mut child = self.child.take().expect("the agent runs");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");

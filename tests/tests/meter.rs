@@ -34,6 +34,7 @@ fn openai_sdk_calls_are_metered_on_both_sides() {
     let agent = Agent::start(AgentOptions {
         meter: true,
         stats: true,
+        metrics: true,
         config: Some(format!(
             "[tokens]\ntokenizer_dir = {:?}\n",
             tokenizers.path().display().to_string()

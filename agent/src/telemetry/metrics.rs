@@ -1,0 +1,196 @@
+//! Counters and gauges, updated by the stages and rendered in the Prometheus text format.
+//! Names follow `tokenmeter_<stage>_<what>_total`; labels are bounded (a protocol name).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::capture::CaptureCounters;
+
+/// Shared by the pipeline (writes) and the metrics endpoint (reads).
+#[derive(Default)]
+pub struct AgentMetrics {
+    capture: [AtomicU64; 8],
+    pub probed_files: AtomicU64,
+    pub open_connections: AtomicU64,
+    pub streams_closed: AtomicU64,
+    pub undecodable_records: AtomicU64,
+    pub http_connections: [AtomicU64; 3],
+    pub exchanges: AtomicU64,
+    pub exchanges_not_llm: AtomicU64,
+    pub records: AtomicU64,
+    pub records_with_errors: AtomicU64,
+    pub ready: AtomicBool,
+}
+
+/// (name, help) of the capture counters, in `CaptureCounters` order.
+const CAPTURE: [(&str, &str); 8] = [
+    (
+        "tokenmeter_capture_events_total",
+        "Plaintext records delivered by the kernel.",
+    ),
+    (
+        "tokenmeter_capture_bytes_total",
+        "Plaintext bytes delivered by the kernel.",
+    ),
+    (
+        "tokenmeter_capture_truncated_calls_total",
+        "TLS calls cut at the per-call capture limit.",
+    ),
+    (
+        "tokenmeter_capture_dropped_events_total",
+        "Records lost because the ring buffer was full.",
+    ),
+    (
+        "tokenmeter_capture_dropped_bytes_total",
+        "Bytes lost because the ring buffer was full.",
+    ),
+    (
+        "tokenmeter_capture_read_failures_total",
+        "Chunks whose user memory could not be read.",
+    ),
+    (
+        "tokenmeter_capture_orphan_returns_total",
+        "TLS returns seen without their call.",
+    ),
+    (
+        "tokenmeter_capture_dropped_control_total",
+        "Exec/exit/close notifications lost.",
+    ),
+];
+
+/// Protocol labels of `http_connections`.
+pub const PROTOCOLS: [&str; 3] = ["http1", "http2", "other"];
+
+impl AgentMetrics {
+    /// Takes the kernel's latest totals.
+    pub fn set_capture(&self, counters: &CaptureCounters) {
+        let values = [
+            counters.events,
+            counters.bytes,
+            counters.truncated_calls,
+            counters.dropped_events,
+            counters.dropped_bytes,
+            counters.read_failures,
+            counters.orphan_returns,
+            counters.dropped_control,
+        ];
+        for (slot, value) in self.capture.iter().zip(values) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
+            metric(&mut out, name, "counter", help, &[("", get(value))]);
+        }
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "tokenmeter_capture_probed_files",
+                "Files (libraries, executables) with probes attached.",
+                get(&self.probed_files),
+            ),
+            (
+                "tokenmeter_streams_open_connections",
+                "Connections being reassembled.",
+                get(&self.open_connections),
+            ),
+            (
+                "tokenmeter_ready",
+                "1 once the probes of the processes found at start are attached.",
+                u64::from(self.ready.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            metric(&mut out, name, "gauge", help, &[("", value)]);
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "tokenmeter_streams_closed_total",
+                "Stream directions finished.",
+                get(&self.streams_closed),
+            ),
+            (
+                "tokenmeter_capture_undecodable_records_total",
+                "Ring buffer records that did not decode.",
+                get(&self.undecodable_records),
+            ),
+            (
+                "tokenmeter_http_exchanges_total",
+                "HTTP request/response exchanges decoded.",
+                get(&self.exchanges),
+            ),
+            (
+                "tokenmeter_http_exchanges_not_llm_total",
+                "Exchanges that were not LLM API calls.",
+                get(&self.exchanges_not_llm),
+            ),
+            (
+                "tokenmeter_usage_records_total",
+                "Usage records produced.",
+                get(&self.records),
+            ),
+            (
+                "tokenmeter_usage_records_with_errors_total",
+                "Usage records that are partial (HTTP or decoding problems).",
+                get(&self.records_with_errors),
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric(&mut out, name, "counter", help, &[("", value)]);
+        }
+        let by_protocol: Vec<(String, u64)> = PROTOCOLS
+            .iter()
+            .zip(&self.http_connections)
+            .map(|(p, v)| (format!("protocol=\"{p}\""), get(v)))
+            .collect();
+        let labelled: Vec<(&str, u64)> =
+            by_protocol.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            &mut out,
+            "tokenmeter_http_connections_total",
+            "counter",
+            "Connections by protocol.",
+            &labelled,
+        );
+        out
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_once_with_help_and_type() {
+        let metrics = AgentMetrics::default();
+        metrics.set_capture(&CaptureCounters {
+            events: 7,
+            dropped_events: 2,
+            ..Default::default()
+        });
+        metrics.http_connections[1].store(3, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(text.contains("tokenmeter_capture_events_total 7\n"));
+        assert!(text.contains("tokenmeter_capture_dropped_events_total 2\n"));
+        assert!(text.contains("tokenmeter_http_connections_total{protocol=\"http2\"} 3\n"));
+        assert!(text.contains("# TYPE tokenmeter_ready gauge\ntokenmeter_ready 0\n"));
+        let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
+        assert_eq!(types, helps);
+        assert_eq!(types, 8 + 3 + 6 + 1);
+    }
+}
