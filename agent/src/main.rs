@@ -127,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(AgentMetrics::default());
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
         Command::Run(args) => {
-            let export: Box<dyn export::RecordSink> = match args.export {
+            let export: Box<dyn export::RecordSink + Send> = match args.export {
                 ExportKind::Stdout => Box::new(export::StdoutExport),
             };
             let meter = meter::Meter::new(

@@ -1,22 +1,32 @@
 //! The metering sink: streams -> http -> llm -> tokens -> attribution -> export, for
-//! `tokenmeter-agent run`. Synchronous and bounded by the stages' own limits.
+//! `tokenmeter-agent run`.
+//!
+//! HTTP and LLM decoding run on the pipeline's thread, in step with capture. Counting tokens
+//! can be slow (a Hugging Face tokenizer takes half a second to load the first time), so
+//! token counting, record building and export run on a worker thread behind a bounded queue.
+//! When the queue is full the pipeline waits (usage is never dropped) and the wait is counted:
+//! the kernel's ring buffer absorbs the delay, and says so if it overflows.
 
 use std::{
     collections::HashMap,
     num::NonZeroUsize,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::Ordering,
+        mpsc::{sync_channel, SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
 };
 
 use lru::LruCache;
-
 use tracing::{debug, warn};
 
 use crate::{
-    attribution::IdentityExtractor,
+    attribution::{Identity, IdentityExtractor},
     capture::sockets::SocketPair,
     export::RecordSink,
-    http::{Exchange, HttpStage},
-    llm,
+    http::{Body, Exchange, HttpStage},
+    llm::{self, LlmCall},
     pipeline::StreamSink,
     record::{ConnMeta, RecordFactory},
     streams::{ConnId, StreamEvent},
@@ -24,30 +34,29 @@ use crate::{
     tokens::{self, TokenCounter},
 };
 
-/// What the metering stages did, for the final log line and the stats file.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct MeterStats {
-    pub exchanges: u64,
-    pub records: u64,
-    pub exchanges_not_llm: u64,
-    pub records_with_errors: u64,
-    #[serde(skip)]
-    tokenizer_errors_logged: usize,
+/// Calls waiting for their tokens to be counted.
+const QUEUE: usize = 1024;
+
+/// One LLM call on its way to a record.
+struct Pending {
+    exchange: Exchange,
+    call: LlmCall,
+    meta: ConnMeta,
+    addresses: Option<SocketPair>,
+    identity: Identity,
 }
 
 pub struct Meter {
     http: HttpStage,
     metrics: Arc<AgentMetrics>,
-    counter: TokenCounter,
     identity: IdentityExtractor,
-    export: Box<dyn RecordSink>,
     conns: HashMap<ConnId, (ConnMeta, u8)>,
     /// Socket addresses by (pid, `SSL*`), from `SSL_set_fd`. An LRU: no close event tells
     /// when an `SSL*` is reused, a later `SSL_set_fd` replaces the entry.
     addresses: LruCache<(u32, u64), SocketPair>,
     exchanges: Vec<Exchange>,
-    records: RecordFactory,
-    pub stats: MeterStats,
+    queue: Option<SyncSender<Pending>>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl Meter {
@@ -55,7 +64,7 @@ impl Meter {
         http: HttpStage,
         counter: TokenCounter,
         identity: IdentityExtractor,
-        export: Box<dyn RecordSink>,
+        export: Box<dyn RecordSink + Send>,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
         if identity.ephemeral_key {
@@ -64,30 +73,48 @@ impl Meter {
                  at start and change when the agent restarts"
             );
         }
+        let records = RecordFactory {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            wall_offset_ns: wall_offset_ns(),
+        };
+        let (queue, pending) = sync_channel::<Pending>(QUEUE);
+        let worker_metrics = metrics.clone();
+        let worker = std::thread::Builder::new()
+            .name("tokenmeter-records".into())
+            .spawn(move || {
+                let mut worker = RecordWorker {
+                    counter,
+                    records,
+                    export,
+                    metrics: worker_metrics,
+                    tokenizer_errors_logged: 0,
+                };
+                for call in pending {
+                    worker.record(call);
+                }
+            })
+            .expect("spawning the record worker");
         Self {
             http,
             metrics,
-            counter,
             identity,
-            export,
             conns: HashMap::new(),
             addresses: LruCache::new(NonZeroUsize::new(16384).expect("non-zero")),
             exchanges: Vec::new(),
-            records: RecordFactory {
-                boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-                wall_offset_ns: wall_offset_ns(),
-            },
-            stats: MeterStats::default(),
+            queue: Some(queue),
+            worker: Some(worker),
         }
     }
 
-    fn meter(&mut self, exchange: Exchange) {
-        self.stats.exchanges += 1;
+    fn meter(&mut self, mut exchange: Exchange) {
+        self.metrics.exchanges.fetch_add(1, Ordering::Relaxed);
         let Some(call) = llm::decode(&exchange) else {
-            self.stats.exchanges_not_llm += 1;
+            self.metrics
+                .exchanges_not_llm
+                .fetch_add(1, Ordering::Relaxed);
             debug!(
                 method = %exchange.request.method,
                 status = exchange.response.as_ref().map(|r| r.status),
@@ -96,16 +123,6 @@ impl Meter {
             );
             return;
         };
-        let counts = tokens::resolve(&call, &self.counter);
-        for error in self
-            .counter
-            .load_errors()
-            .into_iter()
-            .skip(self.stats.tokenizer_errors_logged)
-        {
-            warn!(%error, "tokenizer unavailable: counts for its models are estimated");
-            self.stats.tokenizer_errors_logged += 1;
-        }
         let identity = self
             .identity
             .extract(&exchange.request.headers, call.user.as_deref());
@@ -118,15 +135,84 @@ impl Meter {
             .addresses
             .get(&(exchange.conn.pid, exchange.conn.conn))
             .copied();
+        // The bodies were read into `call`; free them before the call waits in the queue.
+        exchange.request.body = Body::default();
+        if let Some(response) = exchange.response.as_mut() {
+            response.body = Body::default();
+        }
+        let pending = Pending {
+            exchange,
+            call,
+            meta,
+            addresses,
+            identity,
+        };
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(pending) {
+            Ok(()) => {}
+            Err(TrySendError::Full(pending)) => {
+                self.metrics
+                    .record_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = queue.send(pending);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                warn!("the record worker stopped: usage records are no longer written");
+            }
+        }
+    }
+
+    fn publish_http(&self) {
+        let http = self.http.stats;
+        for (slot, value) in self.metrics.http_connections.iter().zip([
+            http.connections_http1,
+            http.connections_http2,
+            http.connections_other,
+        ]) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts tokens, builds records and exports them, on its own thread.
+struct RecordWorker {
+    counter: TokenCounter,
+    records: RecordFactory,
+    export: Box<dyn RecordSink + Send>,
+    metrics: Arc<AgentMetrics>,
+    tokenizer_errors_logged: usize,
+}
+
+impl RecordWorker {
+    fn record(&mut self, pending: Pending) {
+        let Pending {
+            exchange,
+            call,
+            meta,
+            addresses,
+            identity,
+        } = pending;
+        let counts = tokens::resolve(&call, &self.counter);
+        for error in self
+            .counter
+            .load_errors()
+            .into_iter()
+            .skip(self.tokenizer_errors_logged)
+        {
+            warn!(%error, "tokenizer unavailable: counts for its models are estimated");
+            self.tokenizer_errors_logged += 1;
+        }
         let Some(record) = self
             .records
             .build(&exchange, &meta, addresses, &call, counts, identity)
         else {
             return;
         };
-        self.stats.records += 1;
+        self.metrics.records.fetch_add(1, Ordering::Relaxed);
         if let Some(error) = &record.error {
-            self.stats.records_with_errors += 1;
+            self.metrics
+                .records_with_errors
+                .fetch_add(1, Ordering::Relaxed);
             debug!(id = %record.id, %error, "partial usage record");
         }
         self.export.export(&record);
@@ -139,7 +225,26 @@ impl StreamSink for Meter {
     }
 
     fn report(&self) -> serde_json::Value {
-        serde_json::json!({ "meter": self.stats, "http": self.http.stats })
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let m = &self.metrics;
+        serde_json::json!({
+            "meter": {
+                "exchanges": get(&m.exchanges),
+                "exchanges_not_llm": get(&m.exchanges_not_llm),
+                "records": get(&m.records),
+                "records_with_errors": get(&m.records_with_errors),
+                "record_queue_full": get(&m.record_queue_full),
+            },
+            "http": self.http.stats,
+        })
+    }
+
+    fn finish(&mut self) {
+        // Closing the queue lets the worker drain what is left and stop.
+        self.queue = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 
     fn consume(&mut self, event: StreamEvent) {
@@ -169,7 +274,7 @@ impl StreamSink for Meter {
         for exchange in std::mem::take(&mut self.exchanges) {
             self.meter(exchange);
         }
-        self.publish();
+        self.publish_http();
         if let Some(conn) = closed {
             if let Some(entry) = self.conns.get_mut(&conn) {
                 entry.1 = entry.1.saturating_sub(1);
@@ -181,25 +286,9 @@ impl StreamSink for Meter {
     }
 }
 
-impl Meter {
-    /// Copies the stages' counts to the shared metrics.
-    fn publish(&self) {
-        let m = &self.metrics;
-        let s = self.stats;
-        m.exchanges.store(s.exchanges, Ordering::Relaxed);
-        m.exchanges_not_llm
-            .store(s.exchanges_not_llm, Ordering::Relaxed);
-        m.records.store(s.records, Ordering::Relaxed);
-        m.records_with_errors
-            .store(s.records_with_errors, Ordering::Relaxed);
-        let http = self.http.stats;
-        for (slot, value) in m.http_connections.iter().zip([
-            http.connections_http1,
-            http.connections_http2,
-            http.connections_other,
-        ]) {
-            slot.store(value, Ordering::Relaxed);
-        }
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -41,6 +41,9 @@ pub trait StreamSink {
     /// `SSL_set_fd` tied connection `conn` of process `pid` to a socket with these addresses.
     fn connection_addresses(&mut self, _pid: u32, _conn: u64, _addresses: SocketPair) {}
 
+    /// Capture has stopped and every stream is closed: finish what is in flight.
+    fn finish(&mut self) {}
+
     /// What the sink's own stages counted, for `--stats-file`.
     fn report(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -228,6 +231,7 @@ pub async fn run(
     state.apply_due_closes(None);
     state.reassembler.close_all(&mut state.events);
     state.forward();
+    state.sink.finish();
     state.check_counters();
     let summary = RunSummary {
         counters: state.last_counters,

@@ -19,6 +19,7 @@ pub struct AgentMetrics {
     pub exchanges_not_llm: AtomicU64,
     pub records: AtomicU64,
     pub records_with_errors: AtomicU64,
+    pub record_queue_full: AtomicU64,
     pub ready: AtomicBool,
 }
 
@@ -106,7 +107,7 @@ impl AgentMetrics {
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "tokenmeter_streams_closed_total",
                 "Stream directions finished.",
@@ -136,6 +137,11 @@ impl AgentMetrics {
                 "tokenmeter_usage_records_with_errors_total",
                 "Usage records that are partial (HTTP or decoding problems).",
                 get(&self.records_with_errors),
+            ),
+            (
+                "tokenmeter_usage_queue_full_total",
+                "Times the pipeline waited for the token counter (nothing is dropped).",
+                get(&self.record_queue_full),
             ),
         ];
         for (name, help, value) in counters {
@@ -191,6 +197,6 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 8 + 3 + 6 + 1);
+        assert_eq!(types, 8 + 3 + 7 + 1);
     }
 }
