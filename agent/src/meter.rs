@@ -22,7 +22,7 @@ use lru::LruCache;
 use tracing::{debug, warn};
 
 use crate::{
-    attribution::{Identity, IdentityExtractor},
+    attribution::{Identity, IdentityExtractor, Workload},
     capture::sockets::SocketPair,
     export::RecordSink,
     http::{Body, Exchange, HttpStage},
@@ -54,6 +54,8 @@ pub struct Meter {
     /// Socket addresses by (pid, `SSL*`), from `SSL_set_fd`. An LRU: no close event tells
     /// when an `SSL*` is reused, a later `SSL_set_fd` replaces the entry.
     addresses: LruCache<(u32, u64), SocketPair>,
+    /// Pod and container by process, read from /proc/PID/cgroup once, dropped at exit.
+    workloads: LruCache<u32, Workload>,
     exchanges: Vec<Exchange>,
     queue: Option<SyncSender<Pending>>,
     worker: Option<JoinHandle<()>>,
@@ -103,6 +105,7 @@ impl Meter {
             identity,
             conns: HashMap::new(),
             addresses: LruCache::new(NonZeroUsize::new(16384).expect("non-zero")),
+            workloads: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             exchanges: Vec::new(),
             queue: Some(queue),
             worker: Some(worker),
@@ -220,6 +223,10 @@ impl RecordWorker {
 }
 
 impl StreamSink for Meter {
+    fn process_exited(&mut self, pid: u32) {
+        self.workloads.pop(&pid);
+    }
+
     fn connection_addresses(&mut self, pid: u32, conn: u64, addresses: SocketPair) {
         self.addresses.put((pid, conn), addresses);
     }
@@ -255,10 +262,17 @@ impl StreamSink for Meter {
                 cgroup_id,
                 ..
             } => {
+                let workload = self
+                    .workloads
+                    .get_or_insert(id.conn.pid, || {
+                        Workload::of_process(id.conn.pid).unwrap_or_default()
+                    })
+                    .clone();
                 let entry = self.conns.entry(id.conn).or_insert_with(|| {
                     let meta = ConnMeta {
                         comm: comm.clone(),
                         cgroup_id: *cgroup_id,
+                        workload,
                     };
                     (meta, 0)
                 });

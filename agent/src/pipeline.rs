@@ -38,6 +38,9 @@ use crate::{
 pub trait StreamSink {
     fn consume(&mut self, event: StreamEvent);
 
+    /// A process exited (after its streams were finished): forget what was cached about it.
+    fn process_exited(&mut self, _pid: u32) {}
+
     /// `SSL_set_fd` tied connection `conn` of process `pid` to a socket with these addresses.
     fn connection_addresses(&mut self, _pid: u32, _conn: u64, _addresses: SocketPair) {}
 
@@ -339,7 +342,9 @@ impl Loop<'_> {
                     self.reassembler.close_id(id, reason, &mut self.events)
                 }
                 PendingClose::Process(pid) => {
-                    self.reassembler.process_exited(pid, &mut self.events)
+                    self.reassembler.process_exited(pid, &mut self.events);
+                    self.forward();
+                    self.sink.process_exited(pid);
                 }
             }
         }

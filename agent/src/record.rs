@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    attribution::Identity,
+    attribution::{Identity, Workload},
     capture::sockets::SocketPair,
     http::{Exchange, HttpError, HttpVersion, Role},
     llm::{Api, LlmCall},
@@ -29,6 +29,8 @@ pub struct UsageRecord {
     pub pid: u32,
     pub comm: String,
     pub cgroup_id: u64,
+    /// The process's pod and container (`k8s.pod.uid`, `container.id`) and cgroup.
+    pub workload: Workload,
     /// The connection's client and server socket addresses (`ip:port`), when the TLS library
     /// was given a socket (`SSL_set_fd`): with the start time they pair the client-side and
     /// server-side records of one call, even across nodes.
@@ -61,6 +63,8 @@ pub struct UsageRecord {
 pub struct ConnMeta {
     pub comm: String,
     pub cgroup_id: u64,
+    /// The pod and container of the process, from its cgroup.
+    pub workload: Workload,
 }
 
 /// What makes records of this agent run: their ids and their clock.
@@ -132,6 +136,7 @@ fn build(
         pid: exchange.conn.pid,
         comm: meta.comm.clone(),
         cgroup_id: meta.cgroup_id,
+        workload: meta.workload.clone(),
         client_address: None,
         server_address: None,
         api,

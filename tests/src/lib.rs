@@ -10,6 +10,7 @@
 //! root, except under CI (`CI=true`), where it fails: these tests must never skip silently there.
 
 pub mod agent;
+pub mod cgroups;
 pub mod clients;
 pub mod expect;
 pub mod fixtures;

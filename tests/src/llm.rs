@@ -93,6 +93,11 @@ impl LlmServer {
         }
     }
 
+    /// The server's pid (the interpreter, which makes the TLS calls).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://127.0.0.1:{}/v1", self.port)
     }

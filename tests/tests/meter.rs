@@ -227,3 +227,45 @@ fn curl_over_http2_is_metered() {
     );
     assert_eq!(server_side[0]["http_version"], "2");
 }
+
+#[test]
+fn records_carry_the_pod_and_container_of_a_kubepods_cgroup() {
+    let Some(_guard) = e2e_prelude("records_carry_the_pod_and_container_of_a_kubepods_cgroup")
+    else {
+        return;
+    };
+    let Some(python) =
+        llm::require_python("records_carry_the_pod_and_container_of_a_kubepods_cgroup")
+    else {
+        return;
+    };
+    let server = LlmServer::start(&python, "uvicorn");
+    let pod = tokenmeter_tests::cgroups::PodCgroup::create(
+        "7d3e5f21-aa4b-4c1d-9e8f-0a1b2c3d4e5f",
+        "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00",
+    );
+    // The inference server runs in a pod now; the client stays on the host.
+    pod.adopt(server.pid());
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        ..Default::default()
+    });
+    let client = llm::openai_client(&python, &server, &["--max-tokens", "3"]);
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = records(&run.stdout);
+    let server_side: Vec<&Value> = records.iter().filter(|r| r["side"] == "server").collect();
+    assert_eq!(server_side.len(), 1, "{records:#?}");
+    let workload = &server_side[0]["workload"];
+    assert_eq!(workload["pod_uid"], pod.pod_uid.as_str(), "{workload:#}");
+    assert_eq!(workload["container_id"], pod.container_id.as_str());
+    assert_eq!(workload["qos_class"], "burstable");
+    assert_eq!(workload["container_runtime"], "containerd");
+    let client_side: Vec<&Value> = records.iter().filter(|r| r["pid"] == client.pid).collect();
+    assert_eq!(client_side.len(), 1);
+    assert_eq!(
+        client_side[0]["workload"]["pod_uid"],
+        Value::Null,
+        "the client is not in a pod"
+    );
+}
