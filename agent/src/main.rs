@@ -72,6 +72,15 @@ struct RunArgs {
     /// Where usage records go: `stdout` prints them as JSON lines.
     #[arg(long, value_enum, default_value_t = ExportKind::Stdout)]
     export: ExportKind,
+    /// Write every record to this directory (synced) before exporting it, and deliver what a
+    /// previous run left there first: no record is lost to a crash (it may be sent twice, with
+    /// the same id).
+    #[arg(long, env = "TOKENMETER_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Most bytes the spool keeps; beyond it the oldest undelivered records are dropped and
+    /// counted.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    spool_max_bytes: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -127,8 +136,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(AgentMetrics::default());
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
         Command::Run(args) => {
-            let export: Box<dyn export::RecordSink + Send> = match args.export {
-                ExportKind::Stdout => Box::new(export::StdoutExport),
+            let export: Box<dyn export::RecordSink + Send> = match (args.export, &args.spool_dir) {
+                (ExportKind::Stdout, None) => Box::new(export::StdoutExport),
+                (ExportKind::Stdout, Some(dir)) => Box::new(export::SpooledExport::open(
+                    export::spool::SpoolConfig {
+                        dir: dir.clone(),
+                        max_bytes: args.spool_max_bytes,
+                        segment_bytes: (args.spool_max_bytes / 16).clamp(64 * 1024, 16 << 20),
+                    },
+                    export::StdoutExport,
+                )?),
             };
             let meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::RecordSink;
+use super::{LineSink, RecordSink};
 use crate::record::UsageRecord;
 
 #[derive(Default)]
@@ -10,9 +10,18 @@ pub struct StdoutExport;
 
 impl RecordSink for StdoutExport {
     fn export(&mut self, record: &UsageRecord) {
-        let line = serde_json::to_string(record).expect("records serialise");
+        let line = serde_json::to_vec(record).expect("records serialise");
+        self.write_line(&line);
+    }
+}
+
+impl LineSink for StdoutExport {
+    fn write_line(&mut self, line: &[u8]) {
         let mut stdout = std::io::stdout().lock();
         // A closed stdout (the reader went away) must not stop metering.
-        let _ = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
+        let _ = stdout
+            .write_all(line)
+            .and_then(|_| stdout.write_all(b"\n"))
+            .and_then(|_| stdout.flush());
     }
 }
