@@ -27,7 +27,7 @@ use crate::{
     export::RecordSink,
     http::{Body, Exchange, HttpStage},
     llm::{self, LlmCall},
-    pipeline::StreamSink,
+    pipeline::{clock_ns, StreamSink},
     record::{ConnMeta, RecordFactory},
     streams::{ConnId, StreamEvent},
     telemetry::AgentMetrics,
@@ -308,14 +308,5 @@ impl Drop for Meter {
 
 /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns.
 fn wall_offset_ns() -> i128 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec it is given.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-    };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
 }

@@ -35,7 +35,7 @@ use super::{
 /// The loader function called after each change to the set of loaded libraries.
 const LOADER_HOOK: &str = "_dl_debug_state";
 /// The program attached there.
-const LOADER_PROGRAM: &str = "dl_debug_state";
+pub(crate) const LOADER_PROGRAM: &str = "dl_debug_state";
 
 /// What is known about a file. Files worth probing stay open: uprobes are attached through
 /// `/proc/self/fd/N`, which keeps working after the process the file was found in exits.

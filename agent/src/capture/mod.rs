@@ -29,18 +29,6 @@ pub use counters::CaptureCounters;
 /// The eBPF object, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tokenmeter"));
 
-/// Uprobe programs in the object.
-const UPROBE_PROGRAMS: [&str; 9] = [
-    "ssl_write",
-    "ssl_write_ex",
-    "ssl_read",
-    "ssl_read_ex",
-    "ssl_return",
-    "ssl_shutdown",
-    "ssl_free",
-    "ssl_set_fd",
-    "dl_debug_state",
-];
 /// Raw tracepoint programs, named after their tracepoint.
 const TRACEPOINT_PROGRAMS: [&str; 2] = ["sched_process_exec", "sched_process_exit"];
 
@@ -89,7 +77,7 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(CaptureError::Load)?;
-    for program in UPROBE_PROGRAMS {
+    for program in uprobe_programs() {
         let uprobe: &mut UProbe = program_mut(&mut ebpf, program)?;
         uprobe
             .load()
@@ -111,6 +99,18 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
         control,
         counters,
     })
+}
+
+/// The uprobe programs to load: those of every TLS probe point, and the loader hook.
+fn uprobe_programs() -> Vec<&'static str> {
+    let mut programs: Vec<&'static str> = symbols::TlsProbe::ALL
+        .iter()
+        .flat_map(|probe| probe.programs().iter().copied())
+        .chain([attach::LOADER_PROGRAM])
+        .collect();
+    programs.sort_unstable();
+    programs.dedup();
+    programs
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, CaptureError>

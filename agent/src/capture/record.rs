@@ -17,6 +17,16 @@ pub enum Direction {
     Read,
 }
 
+impl Direction {
+    /// 0 for `Write`, 1 for `Read`: the index of per-direction arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Write => 0,
+            Self::Read => 1,
+        }
+    }
+}
+
 /// One chunk of one TLS call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRecord {

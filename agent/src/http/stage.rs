@@ -67,13 +67,6 @@ pub struct HttpStage {
     pub stats: HttpStats,
 }
 
-fn slot(direction: Direction) -> usize {
-    match direction {
-        Direction::Write => 0,
-        Direction::Read => 1,
-    }
-}
-
 impl HttpStage {
     pub fn new(config: &HttpConfig) -> Self {
         Self {
@@ -93,8 +86,8 @@ impl HttpStage {
                     start_pos: [0, 0],
                     open: [false, false],
                 });
-                conn.start_pos[slot(id.direction)] = start_pos;
-                conn.open[slot(id.direction)] = true;
+                conn.start_pos[id.direction.index()] = start_pos;
+                conn.open[id.direction.index()] = true;
             }
             StreamEvent::Data {
                 id,
@@ -151,7 +144,7 @@ impl HttpStage {
                 let Some(conn) = self.conns.get_mut(&id.conn) else {
                     return;
                 };
-                conn.open[slot(id.direction)] = false;
+                conn.open[id.direction.index()] = false;
                 if conn.open.iter().any(|&open| open) {
                     return;
                 }
@@ -187,13 +180,13 @@ fn sniff(
 ) -> Option<Protocol> {
     let mut prefixes: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for (direction, _, bytes) in seen {
-        let prefix = &mut prefixes[slot(*direction)];
+        let prefix = &mut prefixes[direction.index()];
         let room = SNIFF_BYTES.saturating_sub(prefix.len());
         prefix.extend_from_slice(&bytes[..room.min(bytes.len())]);
     }
     let mut undecided = false;
     for direction in [Direction::Write, Direction::Read] {
-        let prefix = &prefixes[slot(direction)];
+        let prefix = &prefixes[direction.index()];
         if prefix.is_empty() {
             continue;
         }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{content_text, count, text, LlmCall, PromptMessage, Usage};
+use super::{chat_messages, content_text, count, text, LlmCall, PromptMessage, Usage};
 
 pub fn read_request(request: &Value, call: &mut LlmCall) {
     call.request_model = text(request.get("model"));
@@ -25,18 +25,7 @@ pub fn read_request(request: &Value, call: &mut LlmCall) {
             name: None,
         });
     }
-    for message in request
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        call.prompt.push(PromptMessage {
-            role: text(message.get("role")).unwrap_or_default(),
-            content: content_text(message.get("content")),
-            name: None,
-        });
-    }
+    call.prompt.extend(chat_messages(request.get("messages")));
 }
 
 pub fn read_response(body: &Value, call: &mut LlmCall) {

@@ -242,6 +242,20 @@ pub(crate) fn text(value: Option<&Value>) -> Option<String> {
     value.and_then(Value::as_str).map(str::to_string)
 }
 
+/// The `messages` array of a chat request (OpenAI chat completions, Anthropic Messages) as
+/// prompt messages.
+pub(crate) fn chat_messages(messages: Option<&Value>) -> impl Iterator<Item = PromptMessage> + '_ {
+    messages
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|message| PromptMessage {
+            role: text(message.get("role")).unwrap_or_default(),
+            content: content_text(message.get("content")),
+            name: text(message.get("name")),
+        })
+}
+
 /// Text of a content that is a string or an array of parts with `text` fields.
 pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {

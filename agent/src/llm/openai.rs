@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{content_text, count, text, Api, LlmCall, PromptMessage, Usage};
+use super::{chat_messages, content_text, count, text, Api, LlmCall, PromptMessage, Usage};
 
 pub fn read_request(api: Api, request: &Value, call: &mut LlmCall) {
     call.request_model = text(request.get("model"));
@@ -19,20 +19,7 @@ pub fn read_request(api: Api, request: &Value, call: &mut LlmCall) {
         .unwrap_or(false);
     call.user = text(request.get("user"));
     match api {
-        Api::OpenAiChatCompletions => {
-            for message in request
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                call.prompt.push(PromptMessage {
-                    role: text(message.get("role")).unwrap_or_default(),
-                    content: content_text(message.get("content")),
-                    name: text(message.get("name")),
-                });
-            }
-        }
+        Api::OpenAiChatCompletions => call.prompt.extend(chat_messages(request.get("messages"))),
         Api::OpenAiCompletions => push_texts(request.get("prompt"), call),
         Api::OpenAiEmbeddings => {
             push_texts(request.get("input"), call);

@@ -116,13 +116,6 @@ pub struct Reassembler {
     pub duplicates: u64,
 }
 
-fn slot(direction: Direction) -> usize {
-    match direction {
-        Direction::Write => 0,
-        Direction::Read => 1,
-    }
-}
-
 const DIRECTIONS: [Direction; 2] = [Direction::Write, Direction::Read];
 
 impl Reassembler {
@@ -144,7 +137,7 @@ impl Reassembler {
     pub fn push(&mut self, record: DataRecord, out: &mut Vec<StreamEvent>) {
         let key = (record.pid, record.conn);
         let reused = self.conns.peek(&key).is_some_and(|conn| {
-            let state = &conn.directions[slot(record.direction)];
+            let state = &conn.directions[record.direction.index()];
             record.start() == 0 && state.as_ref().is_some_and(|s| s.next_pos > 0)
         });
         if reused {
@@ -176,7 +169,7 @@ impl Reassembler {
             conn: conn.id,
             direction: record.direction,
         };
-        let state = conn.directions[slot(record.direction)].get_or_insert_with(|| {
+        let state = conn.directions[record.direction.index()].get_or_insert_with(|| {
             out.push(StreamEvent::Opened {
                 id,
                 comm: record.comm.clone(),
