@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::fixtures::{self, Certs};
-use crate::wait::{self, poll_until};
+use crate::wait;
 
 /// The virtualenv's interpreter: `TOKENMETER_TEST_PYTHON`, else `target/pyenv/bin/python`.
 pub fn python() -> Option<PathBuf> {
@@ -75,16 +75,13 @@ impl LlmServer {
             .stderr(File::create(dir.path().join("stderr")).expect("stderr file"))
             .spawn()
             .expect("cannot start openai_server.py");
-        let port = poll_until(Duration::from_secs(60), || {
-            if let Some(status) = child.try_wait().expect("waitpid") {
-                panic!(
-                    "openai_server.py exited early ({status}): {}",
-                    wait::read_if_exists(&dir.path().join("stderr")).unwrap_or_default()
-                );
-            }
-            wait::read_if_exists(&port_file)?.trim().parse::<u16>().ok()
-        })
-        .expect("openai_server.py wrote no port file within 60 s");
+        let port = wait::port_file(
+            &mut child,
+            &port_file,
+            &dir.path().join("stderr"),
+            "openai_server.py",
+            Duration::from_secs(60),
+        );
         LlmServer {
             child,
             dir,

@@ -74,27 +74,13 @@ impl Server {
             .spawn()
             .expect("cannot start tls_server.py");
         let pid = child.id();
-        let port = poll_until(START_TIMEOUT, || {
-            if let Some(status) = child.try_wait().expect("waitpid") {
-                panic!(
-                    "tls_server.py exited early ({status}): {}",
-                    read(&dir, "stderr")
-                );
-            }
-            let text = wait::read_if_exists(&port_file)?;
-            Some(
-                text.trim()
-                    .parse::<u16>()
-                    .expect("port file holds a port number"),
-            )
-        });
-        let Some(port) = port else {
-            let _ = child.kill();
-            panic!(
-                "tls_server.py wrote no port file within {START_TIMEOUT:?}: {}",
-                read(&dir, "stderr")
-            );
-        };
+        let port = wait::port_file(
+            &mut child,
+            &port_file,
+            &dir.path().join("stderr"),
+            "tls_server.py",
+            START_TIMEOUT,
+        );
         Server {
             child,
             dir,

@@ -114,3 +114,37 @@ pub fn read_if_exists(path: &std::path::Path) -> Option<String> {
         Err(e) => panic!("cannot read {}: {e}", path.display()),
     }
 }
+
+/// Waits until `child` (a fixture server named `what`) writes the port it listens on to
+/// `port_file`. Panics with the server's stderr (`stderr` file) if it exits first or takes
+/// longer than `timeout`, and kills it then.
+pub fn port_file(
+    child: &mut std::process::Child,
+    port_file: &std::path::Path,
+    stderr: &std::path::Path,
+    what: &str,
+    timeout: Duration,
+) -> u16 {
+    let port = poll_until(timeout, || {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            panic!(
+                "{what} exited early ({status}): {}",
+                read_if_exists(stderr).unwrap_or_default()
+            );
+        }
+        let text = read_if_exists(port_file)?;
+        Some(
+            text.trim()
+                .parse::<u16>()
+                .expect("port file holds a port number"),
+        )
+    });
+    port.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} wrote no port file within {timeout:?}: {}",
+            read_if_exists(stderr).unwrap_or_default()
+        )
+    })
+}
