@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub identity: crate::attribution::IdentityConfig,
     /// Tokenizers for counting tokens the server did not report.
     pub tokens: crate::tokens::TokenizerConfig,
+    /// Where usage records go, the spool, the OTLP connection.
+    pub export: crate::export::ExportConfig,
 }
 
 /// Limits what is metered. Empty lists mean "no restriction"; a process is metered when it
@@ -167,6 +169,12 @@ impl AgentConfig {
             field: "tokens".into(),
             reason: e.to_string(),
         })?;
+        self.export
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                field: "export".into(),
+                reason,
+            })?;
         if self.http.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 field: "http.max_body_bytes".into(),

@@ -69,24 +69,20 @@ struct CommonArgs {
 struct RunArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Where usage records go: `stdout` prints them as JSON lines.
-    #[arg(long, value_enum, default_value_t = ExportKind::Stdout)]
-    export: ExportKind,
+    /// Where usage records go: `stdout` prints them as JSON lines, `otlp` sends them to an
+    /// OpenTelemetry collector (settings: the config's [export.otlp] and the standard
+    /// OTEL_EXPORTER_OTLP_* variables). Overrides the config's export.kind.
+    #[arg(long, value_enum, env = "TOKENMETER_EXPORT")]
+    export: Option<export::ExportKind>,
     /// Write every record to this directory (synced) before exporting it, and deliver what a
     /// previous run left there first: no record is lost to a crash (it may be sent twice, with
-    /// the same id).
+    /// the same id). Overrides export.spool_dir.
     #[arg(long, env = "TOKENMETER_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
     /// Most bytes the spool keeps; beyond it the oldest undelivered records are dropped and
-    /// counted.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
-    spool_max_bytes: u64,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ExportKind {
-    /// JSON lines on standard output.
-    Stdout,
+    /// counted. Overrides export.spool_max_bytes (default 256 MiB).
+    #[arg(long)]
+    spool_max_bytes: Option<u64>,
 }
 
 #[derive(Args)]
@@ -126,27 +122,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    if let Command::Run(args) = &cli.command {
+        let export = &mut config.export;
+        export.kind = args.export.unwrap_or(export.kind);
+        export.spool_dir = args.spool_dir.clone().or(export.spool_dir.take());
+        export.spool_max_bytes = args.spool_max_bytes.unwrap_or(export.spool_max_bytes);
+        export
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (from --spool-max-bytes or the config)"))?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let metrics = Arc::new(AgentMetrics::default());
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
         Command::Run(args) => {
-            let export: Box<dyn export::RecordSink + Send> = match (args.export, &args.spool_dir) {
-                (ExportKind::Stdout, None) => Box::new(export::StdoutExport),
-                (ExportKind::Stdout, Some(dir)) => Box::new(export::SpooledExport::open(
-                    export::spool::SpoolConfig {
-                        dir: dir.clone(),
-                        max_bytes: args.spool_max_bytes,
-                        segment_bytes: (args.spool_max_bytes / 16).clamp(64 * 1024, 16 << 20),
-                    },
-                    export::StdoutExport,
-                )?),
-            };
+            let export = export::build(&config.export, metrics.clone())?;
             let meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),
                 tokens::TokenCounter::new(&config.tokens)?,

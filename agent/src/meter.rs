@@ -61,6 +61,9 @@ pub struct Meter {
     worker: Option<JoinHandle<()>>,
 }
 
+/// Most records exported between two flushes of the exporter.
+const FLUSH_EVERY: usize = 256;
+
 impl Meter {
     pub fn new(
         http: HttpStage,
@@ -94,8 +97,13 @@ impl Meter {
                     metrics: worker_metrics,
                     tokenizer_errors_logged: 0,
                 };
-                for call in pending {
+                // Records that arrive together are made durable together (one sync).
+                while let Ok(call) = pending.recv() {
                     worker.record(call);
+                    for call in pending.try_iter().take(FLUSH_EVERY) {
+                        worker.record(call);
+                    }
+                    worker.export.flush();
                 }
             })
             .expect("spawning the record worker");

@@ -133,6 +133,10 @@ pub struct AgentOptions {
     pub meter: bool,
     /// Serve the agent's metrics on a free port (`--metrics-listen 127.0.0.1:0`).
     pub metrics: bool,
+    /// With `meter`: the `run` arguments instead of `--export stdout`.
+    pub run_args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `tokenmeter-agent capture --json`; killed on drop.
@@ -159,7 +163,13 @@ impl Agent {
         let dir = fixtures::tempdir("agent");
         let ready = dir.path().join("ready");
         let mut cmd = agent_command();
-        if options.meter {
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
+        if options.meter && !options.run_args.is_empty() {
+            cmd.arg("run")
+                .args(&options.run_args)
+                .arg("--ready-file")
+                .arg(&ready);
+        } else if options.meter {
             cmd.args(["run", "--export", "stdout", "--ready-file"])
                 .arg(&ready);
         } else {
@@ -239,6 +249,14 @@ impl Agent {
             head.lines().next().unwrap_or("").to_string(),
             body.to_string(),
         )
+    }
+
+    /// SIGKILL, as a node losing the process would: no shutdown code runs.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().expect("the agent runs");
+        let _ = child.kill();
+        let _ = child.wait();
+        self.stderr()
     }
 
     pub fn stop(mut self) -> AgentRun {

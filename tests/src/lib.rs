@@ -16,6 +16,7 @@ pub mod expect;
 pub mod fixtures;
 pub mod held;
 pub mod llm;
+pub mod otlp;
 pub mod procmem;
 pub mod server;
 pub mod wait;

@@ -39,6 +39,7 @@ fn openai_sdk_calls_are_metered_on_both_sides() {
             "[tokens]\ntokenizer_dir = {:?}\n",
             tokenizers.path().display().to_string()
         )),
+        ..Default::default()
     });
     let streamed = llm::openai_client(
         &python,

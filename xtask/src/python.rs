@@ -9,9 +9,20 @@ use anyhow::{Context, Result};
 
 use crate::util::{self, Steps};
 
-/// What the fixtures import, and the pip requirements that provide it.
-const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2";
-const REQUIREMENTS: [&str; 5] = ["fastapi", "uvicorn", "hypercorn", "openai", "httpx[http2]"];
+/// What the fixtures import, and the pip requirements that provide it: the LLM stack, plus a
+/// real OpenTelemetry collector (rotel) and the official OTLP protos for the receiver.
+const MODULES: &str =
+    "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, opentelemetry.proto";
+const REQUIREMENTS: [&str; 8] = [
+    "fastapi",
+    "uvicorn",
+    "hypercorn",
+    "openai",
+    "httpx[http2]",
+    "rotel",
+    "grpcio",
+    "opentelemetry-proto",
+];
 
 /// The virtualenv's interpreter (the tests find it there too).
 pub fn interpreter() -> PathBuf {

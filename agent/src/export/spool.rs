@@ -8,6 +8,10 @@
 //! atomically. A torn last line (a crash mid-write) is cut off at open. The spool is bounded:
 //! past `max_bytes` the oldest segment is dropped, and the caller is told how many records
 //! went, so the loss is counted and logged, never silent.
+//!
+//! A reader that derives state from the records (the cumulative token counters) can pin the
+//! spool with `keep_from`: acknowledged segments at or after that cursor stay on disk, so it
+//! can replay them after a crash.
 
 use std::{
     collections::VecDeque,
@@ -66,6 +70,8 @@ pub struct Spool {
     writer: File,
     acked: Cursor,
     read: Cursor,
+    /// Segments at or after this one are kept even once acknowledged (see `keep_from`).
+    keep: Cursor,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -124,6 +130,10 @@ impl Spool {
             writer,
             acked,
             read: acked,
+            keep: Cursor {
+                segment: u64::MAX,
+                offset: 0,
+            },
         })
     }
 
@@ -155,14 +165,28 @@ impl Spool {
 
     /// Up to `max` records after the last read (or, after a restart, the last acknowledged).
     pub fn read_batch(&mut self, max: usize) -> Result<Batch, SpoolError> {
+        let batch = self.read_from(self.read, max)?;
+        self.read = batch.end;
+        Ok(batch)
+    }
+
+    /// Up to `max` records from `from` on, without moving the read position. A cursor in a
+    /// segment that is gone starts at the next one still on disk.
+    pub fn read_from(&self, from: Cursor, max: usize) -> Result<Batch, SpoolError> {
         let mut batch = Batch {
             records: Vec::new(),
-            end: self.read,
+            end: from,
         };
         while batch.records.len() < max {
-            let Some(segment) = self.segments.iter().find(|s| s.seq == batch.end.segment) else {
+            let Some(segment) = self.segments.iter().find(|s| s.seq >= batch.end.segment) else {
                 break;
             };
+            if segment.seq > batch.end.segment {
+                batch.end = Cursor {
+                    segment: segment.seq,
+                    offset: 0,
+                };
+            }
             if batch.end.offset >= segment.len {
                 match self.segments.iter().find(|s| s.seq > batch.end.segment) {
                     Some(next) => {
@@ -192,8 +216,23 @@ impl Spool {
                 batch.records.push(line.clone());
             }
         }
-        self.read = batch.end;
         Ok(batch)
+    }
+
+    /// The position just after the last appended record.
+    pub fn end(&self) -> Cursor {
+        let current = self.current();
+        Cursor {
+            segment: current.seq,
+            offset: current.len,
+        }
+    }
+
+    /// Keeps the segments from `cursor` on until the next call, acknowledged or not (only the
+    /// size limit removes them then).
+    pub fn keep_from(&mut self, cursor: Cursor) -> Result<(), SpoolError> {
+        self.keep = cursor;
+        self.remove_done()
     }
 
     /// The receiver has everything before `end`: remember it durably and free what is done.
@@ -203,7 +242,13 @@ impl Spool {
         }
         self.acked = end;
         write_cursor(&self.config.dir, end)?;
-        while self.segments.len() > 1 && self.segments[0].seq < end.segment {
+        self.remove_done()
+    }
+
+    /// Deletes the segments before both the acknowledgement and the `keep_from` cursor.
+    fn remove_done(&mut self) -> Result<(), SpoolError> {
+        let before = self.acked.segment.min(self.keep.segment);
+        while self.segments.len() > 1 && self.segments[0].seq < before {
             let old = self.segments.pop_front().expect("checked");
             let path = segment_path(&self.config.dir, old.seq);
             fs::remove_file(&path).map_err(io(&path))?;

@@ -152,3 +152,37 @@ fn a_record_with_a_newline_is_refused() {
     let mut spool = Spool::open(config(dir.path())).unwrap();
     assert!(matches!(spool.append(b"a\nb"), Err(SpoolError::Newline)));
 }
+
+#[test]
+fn read_from_replays_without_moving_the_read_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(config(dir.path())).unwrap();
+    spool.append(&record(0)).unwrap();
+    let middle = spool.end();
+    for i in 1..10 {
+        spool.append(&record(i)).unwrap();
+    }
+    let replay = spool.read_from(middle, 100).unwrap();
+    assert_eq!(replay.records.len(), 9);
+    assert_eq!(replay.end, spool.end());
+    assert_eq!(spool.read_batch(100).unwrap().records.len(), 10);
+}
+
+#[test]
+fn kept_segments_outlive_their_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(config(dir.path())).unwrap();
+    spool.append(&record(0)).unwrap();
+    let pinned = spool.end();
+    spool.keep_from(pinned).unwrap();
+    for i in 1..20 {
+        spool.append(&record(i)).unwrap();
+    }
+    let batch = spool.read_batch(100).unwrap();
+    spool.ack(batch.end).unwrap();
+    // Everything is delivered, yet the records after the pin can still be replayed.
+    assert_eq!(spool.read_from(pinned, 100).unwrap().records.len(), 19);
+    // Moving the pin to the end frees them.
+    spool.keep_from(spool.end()).unwrap();
+    assert_eq!(spool.segments.len(), 1);
+}

@@ -1,27 +1,28 @@
-//! JSON lines on standard output, flushed per record.
+//! JSON lines on standard output, flushed per batch: for `run --export stdout` and for piping
+//! usage records into other tools.
 
 use std::io::Write;
 
-use super::{LineSink, RecordSink};
-use crate::record::UsageRecord;
+use super::shipper::{DeliveryError, Destination};
 
 #[derive(Default)]
 pub struct StdoutExport;
 
-impl RecordSink for StdoutExport {
-    fn export(&mut self, record: &UsageRecord) {
-        let line = serde_json::to_vec(record).expect("records serialise");
-        self.write_line(&line);
-    }
-}
-
-impl LineSink for StdoutExport {
-    fn write_line(&mut self, line: &[u8]) {
+impl Destination for StdoutExport {
+    fn deliver(&mut self, records: &[Vec<u8>]) -> Result<(), DeliveryError> {
         let mut stdout = std::io::stdout().lock();
-        // A closed stdout (the reader went away) must not stop metering.
-        let _ = stdout
-            .write_all(line)
-            .and_then(|_| stdout.write_all(b"\n"))
-            .and_then(|_| stdout.flush());
+        for line in records {
+            // A closed stdout (the reader went away) must not stop metering: the records
+            // count as delivered, there is no one to deliver them to.
+            if stdout
+                .write_all(line)
+                .and_then(|_| stdout.write_all(b"\n"))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        let _ = stdout.flush();
+        Ok(())
     }
 }

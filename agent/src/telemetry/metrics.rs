@@ -21,6 +21,18 @@ pub struct AgentMetrics {
     pub records_with_errors: AtomicU64,
     pub record_queue_full: AtomicU64,
     pub ready: AtomicBool,
+    /// 1 while the export backlog is the disk spool, 0 when it is in memory.
+    pub spool_on_disk: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_dropped: AtomicU64,
+    pub spool_failures: AtomicU64,
+    pub export_delivered: AtomicU64,
+    pub export_failures: AtomicU64,
+    /// Lines in the backlog that were not usage records (a damaged spool), skipped.
+    pub export_invalid: AtomicU64,
+    /// How long deliveries have been failing (0 when they succeed).
+    pub export_lag_ms: AtomicU64,
+    pub export_last_delivery_us: AtomicU64,
 }
 
 /// (name, help) of the capture counters, in `CaptureCounters` order.
@@ -87,7 +99,22 @@ impl AgentMetrics {
         for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
             metric(&mut out, name, "counter", help, &[("", get(value))]);
         }
-        let gauges: [(&str, &str, u64); 3] = [
+        let gauges: [(&str, &str, u64); 6] = [
+            (
+                "tokenmeter_export_spool_on_disk",
+                "1 while undelivered records are kept in the disk spool, 0 when only in memory.",
+                get(&self.spool_on_disk),
+            ),
+            (
+                "tokenmeter_export_spool_bytes",
+                "Bytes of records waiting for delivery (or kept for replay).",
+                get(&self.spool_bytes),
+            ),
+            (
+                "tokenmeter_export_lag_seconds",
+                "Seconds deliveries have been failing (0 while they succeed).",
+                get(&self.export_lag_ms) / 1000,
+            ),
             (
                 "tokenmeter_capture_probed_files",
                 "Files (libraries, executables) with probes attached.",
@@ -107,7 +134,32 @@ impl AgentMetrics {
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
         }
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "tokenmeter_export_records_delivered_total",
+                "Usage records the receiver acknowledged.",
+                get(&self.export_delivered),
+            ),
+            (
+                "tokenmeter_export_failures_total",
+                "Failed deliveries (each retried).",
+                get(&self.export_failures),
+            ),
+            (
+                "tokenmeter_export_records_dropped_total",
+                "Undelivered records dropped because the backlog was full.",
+                get(&self.spool_dropped),
+            ),
+            (
+                "tokenmeter_export_spool_failures_total",
+                "Times the disk spool failed and the backlog moved to memory.",
+                get(&self.spool_failures),
+            ),
+            (
+                "tokenmeter_export_invalid_records_total",
+                "Backlog lines that were not usage records, skipped.",
+                get(&self.export_invalid),
+            ),
             (
                 "tokenmeter_streams_closed_total",
                 "Stream directions finished.",
@@ -197,6 +249,6 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 8 + 3 + 7 + 1);
+        assert_eq!(types, 8 + 6 + 12 + 1);
     }
 }

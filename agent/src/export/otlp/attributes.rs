@@ -1,0 +1,190 @@
+//! The usage record's OpenTelemetry names. Logs and metrics read the record in its spooled
+//! form (the JSON of [`crate::record::UsageRecord`]) through this one table, so a record
+//! replayed from the spool after a restart is exported exactly as it was the first time.
+//! Names follow the OpenTelemetry semantic conventions (GenAI, k8s, network, process) of
+//! [`SCHEMA_URL`]; what they have no name for is under `tokenmeter.`.
+
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use serde_json::Value as Json;
+
+/// The semantic conventions version the names follow.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.37.0";
+
+/// (JSON pointer in the record, attribute name).
+const RECORD: &[(&str, &str)] = &[
+    ("/id", "tokenmeter.record.id"),
+    ("/side", "tokenmeter.side"),
+    ("/api", "tokenmeter.api"),
+    ("/operation", "gen_ai.operation.name"),
+    ("/provider", "gen_ai.provider.name"),
+    ("/request_model", "gen_ai.request.model"),
+    ("/response_model", "gen_ai.response.model"),
+    ("/stream", "tokenmeter.stream"),
+    ("/finish_reasons", "gen_ai.response.finish_reasons"),
+    ("/tokens/input", "gen_ai.usage.input_tokens"),
+    ("/tokens/output", "gen_ai.usage.output_tokens"),
+    (
+        "/tokens/cached_input",
+        "gen_ai.usage.cache_read.input_tokens",
+    ),
+    (
+        "/tokens/cache_creation_input",
+        "gen_ai.usage.cache_creation.input_tokens",
+    ),
+    (
+        "/tokens/reasoning_output",
+        "gen_ai.usage.reasoning.output_tokens",
+    ),
+    (
+        "/tokens/input_source",
+        "tokenmeter.usage.input_tokens.source",
+    ),
+    (
+        "/tokens/output_source",
+        "tokenmeter.usage.output_tokens.source",
+    ),
+    ("/tokens/tokenizer", "tokenmeter.usage.tokenizer"),
+    (
+        "/identity/api_key_fingerprint",
+        "tokenmeter.api_key.fingerprint",
+    ),
+    ("/identity/user", "tokenmeter.request.user"),
+    ("/status", "http.response.status_code"),
+    ("/http_version", "network.protocol.version"),
+    ("/start_time_unix_nano", "tokenmeter.start_time_unix_nano"),
+    (
+        "/time_to_first_token_ns",
+        "tokenmeter.time_to_first_token_ns",
+    ),
+    ("/time_to_last_token_ns", "tokenmeter.time_to_last_token_ns"),
+    ("/duration_ns", "tokenmeter.duration_ns"),
+    ("/error", "error.type"),
+    ("/pid", "process.pid"),
+    ("/comm", "process.executable.name"),
+    ("/workload/pod_uid", "k8s.pod.uid"),
+    ("/workload/container_id", "container.id"),
+    ("/workload/container_runtime", "container.runtime.name"),
+    ("/workload/qos_class", "tokenmeter.k8s.pod.qos_class"),
+];
+
+/// Every attribute of a usage record's log record.
+pub fn record_attributes(record: &Json) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(RECORD.len() + 4);
+    for (pointer, name) in RECORD {
+        if let Some(value) = record.pointer(pointer).and_then(otel_value) {
+            out.push(KeyValue::new(*name, value));
+        }
+    }
+    for (field, prefix) in [("/client_address", "client"), ("/server_address", "server")] {
+        if let Some((host, port)) = record
+            .pointer(field)
+            .and_then(Json::as_str)
+            .and_then(split_host_port)
+        {
+            out.push(KeyValue::new(format!("{prefix}.address"), host));
+            out.push(KeyValue::new(format!("{prefix}.port"), port));
+        }
+    }
+    if let Some(Json::Object(headers)) = record.pointer("/identity/headers") {
+        for (name, value) in headers {
+            if let Some(value) = value.as_str() {
+                out.push(KeyValue::new(
+                    format!("tokenmeter.header.{name}"),
+                    value.to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A string field of the record (for metric attributes).
+pub fn text<'a>(record: &'a Json, pointer: &str) -> Option<&'a str> {
+    record.pointer(pointer).and_then(Json::as_str)
+}
+
+/// The model a call's tokens belong to: the one that answered, else the one asked for.
+pub fn model(record: &Json) -> Option<&str> {
+    text(record, "/response_model").or_else(|| text(record, "/request_model"))
+}
+
+fn otel_value(json: &Json) -> Option<Value> {
+    Some(match json {
+        Json::Null => return None,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::I64(i),
+            None => Value::I64(i64::try_from(n.as_u64()?).unwrap_or(i64::MAX)),
+        },
+        Json::String(s) => Value::String(s.clone().into()),
+        Json::Array(items) => Value::Array(Array::String(
+            items
+                .iter()
+                .filter_map(Json::as_str)
+                .map(|s| StringValue::from(s.to_string()))
+                .collect(),
+        )),
+        Json::Object(_) => return None,
+    })
+}
+
+/// `10.0.0.1:443` -> ("10.0.0.1", 443); `[::1]:443` -> ("::1", 443).
+fn split_host_port(address: &str) -> Option<(String, i64)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+        attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn a_record_maps_to_semantic_convention_names() {
+        let record = serde_json::json!({
+            "id": "0123",
+            "side": "server",
+            "operation": "chat",
+            "provider": "openai",
+            "request_model": "llama",
+            "response_model": null,
+            "finish_reasons": ["stop"],
+            "tokens": {"input": 12, "output": 7, "cached_input": null, "input_source": "reported"},
+            "identity": {"api_key_fingerprint": "hmac-sha256:ab", "headers": {"x-team": "search"}},
+            "server_address": "[::1]:8443",
+            "workload": {"pod_uid": "uid-1"},
+        });
+        let attributes = record_attributes(&record);
+        assert_eq!(
+            get(&attributes, "tokenmeter.record.id"),
+            Some(&Value::from("0123"))
+        );
+        assert_eq!(
+            get(&attributes, "gen_ai.usage.input_tokens"),
+            Some(&Value::I64(12))
+        );
+        assert_eq!(get(&attributes, "gen_ai.response.model"), None);
+        assert_eq!(
+            get(&attributes, "gen_ai.usage.cache_read.input_tokens"),
+            None
+        );
+        assert_eq!(
+            get(&attributes, "server.address"),
+            Some(&Value::from("::1"))
+        );
+        assert_eq!(get(&attributes, "server.port"), Some(&Value::I64(8443)));
+        assert_eq!(get(&attributes, "k8s.pod.uid"), Some(&Value::from("uid-1")));
+        assert_eq!(
+            get(&attributes, "tokenmeter.header.x-team"),
+            Some(&Value::from("search"))
+        );
+        assert_eq!(model(&record), Some("llama"));
+    }
+}
