@@ -1,0 +1,122 @@
+//! The collector's configuration file (TOML). Relative paths are relative to the file.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::store::SidePolicy;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// `sqlite:PATH` (the embedded default: one file, WAL).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The price book (see collector/examples/prices.toml).
+    pub price_book: PathBuf,
+    /// Enterprises, teams, users and mapping rules (see collector/examples/accounts.toml).
+    /// Without it every call is billed to `unassigned` unless the agent named its tenant.
+    pub accounts: Option<PathBuf>,
+    /// Which end of a call seen on both ends is billed: `prefer_server` (default), `server`,
+    /// `client`.
+    #[serde(default)]
+    pub side_policy: SidePolicy,
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+fn default_database() -> String {
+    "sqlite:tokenmeter-usage.db".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC.
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP.
+    pub http_listen: SocketAddr,
+    /// A file of agent bearer tokens, one per line (a mounted Secret). Without tokens the
+    /// receiver is open, which the collector warns about.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted (after decompression).
+    pub max_request_bytes: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: "0.0.0.0:4317".parse().expect("address"),
+            http_listen: "0.0.0.0:4318".parse().expect("address"),
+            token_file: None,
+            max_request_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `/metrics` (Prometheus) and `/healthz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".parse().expect("address"),
+        }
+    }
+}
+
+impl CollectorConfig {
+    pub fn load(path: &Path) -> anyhow::Result<CollectorConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the collector config {}: {e}", path.display()))?;
+        let mut config: CollectorConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("collector config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.price_book);
+        if let Some(accounts) = config.accounts.as_mut() {
+            resolve(accounts);
+        }
+        if let Some(tokens) = config.receiver.token_file.as_mut() {
+            resolve(tokens);
+        }
+        if let Some(file) = config.database.strip_prefix("sqlite:") {
+            let file = PathBuf::from(file);
+            if file.is_relative() {
+                config.database = format!("sqlite:{}", base.join(file).display());
+            }
+        }
+        if config.receiver.max_request_bytes < 1024 {
+            anyhow::bail!("receiver.max_request_bytes must be at least 1024");
+        }
+        Ok(config)
+    }
+
+    /// The agents' tokens from the token file.
+    pub fn tokens(&self) -> anyhow::Result<Vec<String>> {
+        let Some(path) = &self.receiver.token_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("receiver.token_file {}: {e}", path.display()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect())
+    }
+}
