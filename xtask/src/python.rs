@@ -22,6 +22,9 @@ const REQUIREMENTS: [&str; 8] = [
     "rotel",
     "grpcio",
     "opentelemetry-proto",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-grpc",
+    "opentelemetry-exporter-otlp-proto-http",
 ];
 
 /// The virtualenv's interpreter (the tests find it there too).

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::{
         ExportMetricsServiceRequest, ExportMetricsServiceResponse,
     },
 };
-use tonic::{Request, Response, Status};
+use tonic::{codec::CompressionEncoding, Request, Response, Status};
 
 use super::{auth::Auth, Ingestor};
 
@@ -42,13 +42,20 @@ impl Otlp {
     }
 }
 
-/// The gRPC services, with requests up to `max_bytes`.
+/// The gRPC services, with requests up to `max_bytes`, gzip-compressed or not (collectors
+/// such as rotel compress by default).
 pub fn router(ingestor: Arc<Ingestor>, auth: Auth, max_bytes: usize) -> tonic::service::Routes {
     let otlp = Otlp { ingestor, auth };
     tonic::service::Routes::new(
-        LogsServiceServer::new(otlp.clone()).max_decoding_message_size(max_bytes),
+        LogsServiceServer::new(otlp.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_bytes),
     )
-    .add_service(MetricsServiceServer::new(otlp).max_decoding_message_size(max_bytes))
+    .add_service(
+        MetricsServiceServer::new(otlp)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_bytes),
+    )
 }
 
 #[tonic::async_trait]
