@@ -5,7 +5,7 @@ use std::sync::{atomic::Ordering, Arc};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{
         logs_service_server::{LogsService, LogsServiceServer},
-        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
     },
     metrics::v1::{
         metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -73,10 +73,7 @@ impl LogsService for Otlp {
             // Retryable: the sender keeps the batch and tries again.
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (reply.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: reply.rejected as i64,
-                error_message: reply.message,
-            }),
+            partial_success: reply.partial_success(),
         }))
     }
 }

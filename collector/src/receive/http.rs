@@ -15,7 +15,7 @@ use axum::{
     Router,
 };
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
     metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
 };
 use prost::Message;
@@ -47,8 +47,17 @@ enum Encoding {
     Json,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
+/// A refused request: its status and why.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
 }
 
 /// Checks the token and decodes the body; the error is the response to send.
@@ -56,7 +65,7 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(
     shared: &Shared,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(T, Encoding), Response> {
+) -> Result<(T, Encoding), Refusal> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -141,7 +150,7 @@ fn reply<T: Message + serde::Serialize>(encoding: Encoding, message: &T) -> Resp
 async fn logs(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let (request, encoding) = match decode::<ExportLogsServiceRequest>(&shared, &headers, &body) {
         Ok(decoded) => decoded,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let ingestor = shared.ingestor.clone();
     let result = tokio::task::spawn_blocking(move || ingestor.ingest_logs(&request)).await;
@@ -149,14 +158,11 @@ async fn logs(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         Ok(Ok(outcome)) => reply(
             encoding,
             &ExportLogsServiceResponse {
-                partial_success: (outcome.rejected > 0).then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: outcome.rejected as i64,
-                    error_message: outcome.message,
-                }),
+                partial_success: outcome.partial_success(),
             },
         ),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -171,6 +177,6 @@ async fn metrics(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
                 },
             )
         }
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }

@@ -15,7 +15,9 @@ use std::sync::{
     Arc, Mutex,
 };
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tracing::{error, warn};
 
@@ -47,6 +49,19 @@ pub struct IngestReply {
     pub rejected: u64,
     /// Why, for the first rejected record (OTLP's `error_message`).
     pub message: String,
+}
+
+impl IngestReply {
+    /// OTLP's partial success, when something was rejected.
+    pub fn partial_success(self) -> Option<ExportLogsPartialSuccess> {
+        if self.rejected == 0 {
+            return None;
+        }
+        Some(ExportLogsPartialSuccess {
+            rejected_log_records: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+            error_message: self.message,
+        })
+    }
 }
 
 pub struct Ingestor {

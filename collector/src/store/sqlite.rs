@@ -29,6 +29,10 @@ impl SqliteStore {
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
+        // Indexes of a month of calls do not fit the default 2 MiB cache: inserts then read
+        // pages back from disk. 64 MiB keeps them hot.
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_error)?;
         let mut store = SqliteStore { conn };
