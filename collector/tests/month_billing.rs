@@ -258,7 +258,7 @@ fn a_month_of_usage_is_billed_exactly() {
         *user_tokens.entry(user).or_default() += input + output;
     }
 
-    let store = store::open(&url).unwrap();
+    let mut store = store::open(&url).unwrap();
     let rows = store.usage("2026-03", SidePolicy::PreferServer).unwrap();
     let bill = bill::compute("2026-03", false, &rows, &book, &accounts);
     assert_eq!(bill.orgs.len(), 3);

@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "binutils",
     "python3-venv",
+    "postgresql",
 ];
 
 /// Installed when no `npm` is on PATH (Debian's nodejs does not include it).

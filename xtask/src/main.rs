@@ -12,6 +12,7 @@ mod debian;
 mod demo;
 mod fixtures;
 mod npm;
+mod postgres;
 mod process;
 mod python;
 mod setup;

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test the project has, in the order CI runs them.
 //!
-//! A plain `cargo test` covers the default members (common, agent, xtask) and needs neither
-//! root nor the eBPF toolchain beyond what the agent's build.rs uses. The end-to-end tests
+//! A plain `cargo test` covers the default members (common, agent, collector, xtask) and needs
+//! neither root nor the eBPF toolchain beyond what the agent's build.rs uses; here the
+//! collector's store tests also get a PostgreSQL server. The end-to-end tests
 //! (`tokenmeter-tests`) load real eBPF programs against real TLS peers, so they need root and
 //! the test packages, and run one at a time: two agents attached at once would each see the
 //! other's traffic. The eBPF crate itself is never built for the host (it has no host target).
@@ -16,12 +17,35 @@ use crate::{setup, util};
 
 pub fn run() -> Result<()> {
     setup::run(true)?;
-    let mut steps = util::Steps::new("test", 3);
+    let mut steps = util::Steps::new("test", 4);
     // Keep going after a failure: one run should show everything that is broken.
     let mut results = Vec::new();
 
+    // The collector's store tests run on PostgreSQL too when it is there (as root).
+    let step = steps.start("PostgreSQL for the collector's tests");
+    let postgres = match crate::postgres::Postgres::start(55432) {
+        Ok(pg) => {
+            step.ok(&pg.url);
+            Some(pg)
+        }
+        Err(err) if util::is_root() => {
+            step.failed(format!("{err:#}"));
+            results.push(("PostgreSQL", Err(err)));
+            None
+        }
+        Err(err) => {
+            step.skipped(format!("{err:#}"));
+            None
+        }
+    };
     let name = "unit tests (default members)";
-    results.push((name, phase(&mut steps, name, util::cargo().arg("test"))));
+    let mut unit = util::cargo();
+    unit.arg("test");
+    if let Some(pg) = &postgres {
+        unit.env(crate::postgres::URL_VAR, &pg.url);
+    }
+    results.push((name, phase(&mut steps, name, &mut unit)));
+    drop(postgres);
 
     // The end-to-end tests run target/debug/tokenmeter-agent and build it only when it is
     // missing; building it here makes them test the current code, not a stale binary.

@@ -14,7 +14,7 @@ CREATE TABLE usage (
     model TEXT NOT NULL,
     org TEXT NOT NULL,
     team TEXT NOT NULL,
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     -- The price-book entry in effect at the call's time; NULL: no price matched.
     price_id TEXT,
     -- Disjoint billable quantities.
@@ -28,7 +28,7 @@ CREATE TABLE usage (
     attributes TEXT NOT NULL,
     received_ns INTEGER NOT NULL
 );
-CREATE INDEX usage_billed ON usage (billed_period, org, team, user);
+CREATE INDEX usage_billed ON usage (billed_period, org, team, "user");
 CREATE INDEX usage_pair ON usage (pair_key, side, start_ns);
 
 CREATE TABLE periods (

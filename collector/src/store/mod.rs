@@ -3,8 +3,11 @@
 //! idempotent on the record id: a duplicate is counted and ignored, and a batch is stored
 //! whole or not at all.
 
+mod postgres;
+mod sql;
 mod sqlite;
 
+pub use self::postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::{accounts::Account, usage::UsageEvent};
@@ -55,18 +58,24 @@ pub enum SidePolicy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The SQLite file could not be opened or migrated.
     #[error("database {url}: {source}")]
     Open {
         url: String,
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL server could not be reached or migrated (the password is not shown).
+    #[error("database {url}: {source}")]
+    Postgres {
+        url: String,
+        #[source]
+        source: ::postgres::Error,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error(
-        "unsupported database URL {0:?}: use sqlite:PATH (postgres:// comes with its own change)"
-    )]
-    Url(String),
+    #[error("database: {0}")]
+    Pg(#[from] ::postgres::Error),
 }
 
 /// What the collector needs from a database.
@@ -74,8 +83,8 @@ pub trait Store: Send {
     /// Stores new calls, ignoring ids already stored.
     fn ingest(&mut self, events: &[RatedEvent], now_ns: i64) -> Result<IngestOutcome, StoreError>;
     /// The billable usage of a period, per account, price entry and model.
-    fn usage(&self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError>;
-    fn is_finalized(&self, period: &str) -> Result<bool, StoreError>;
+    fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError>;
+    fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError>;
     fn finalize(&mut self, period: &str, now_ns: i64) -> Result<(), StoreError>;
     /// Decides account and price entry again for every call billed in a draft period.
     fn rerate(
@@ -84,13 +93,14 @@ pub trait Store: Send {
         decide: &dyn Fn(&UsageEvent) -> (Account, Option<String>),
     ) -> Result<u64, StoreError>;
     /// Calls stored, for the metrics.
-    fn count(&self) -> Result<u64, StoreError>;
+    fn count(&mut self) -> Result<u64, StoreError>;
 }
 
-/// Opens the store a URL names: `sqlite:PATH` (or a bare path).
+/// Opens the store a URL names: `sqlite:PATH` (or a bare path), or
+/// `postgres://user:password@host:port/database` for several replicas.
 pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Url(url.into()));
+        return Ok(Box::new(PostgresStore::open(url)?));
     }
     let path = url.strip_prefix("sqlite:").unwrap_or(url);
     Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))

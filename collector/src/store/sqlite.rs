@@ -1,18 +1,15 @@
 //! The embedded store: one SQLite file in WAL mode, migrations applied at open
 //! (`PRAGMA user_version` records how far), each ingest one transaction of
-//! `INSERT ... ON CONFLICT(id) DO NOTHING`.
+//! `INSERT ... ON CONFLICT(id) DO NOTHING` ([`super::sql`], shared with PostgreSQL).
 
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{period_of, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
+use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
 use crate::{accounts::Account, usage::UsageEvent};
 
 const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/sqlite/0001_usage.sql")];
-
-/// How far apart the two ends of one call may start.
-const PAIR_WINDOW_NS: i64 = 5_000_000_000;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -55,13 +52,9 @@ impl SqliteStore {
 
     fn finalized(conn: &Connection, period: &str) -> Result<bool, rusqlite::Error> {
         Ok(conn
-            .query_row(
-                "SELECT status FROM periods WHERE period = ?1",
-                [period],
-                |r| r.get::<_, String>(0),
-            )
+            .query_row(sql::FINALIZED, [period], |_| Ok(()))
             .optional()?
-            .is_some_and(|s| s == "finalized"))
+            .is_some())
     }
 }
 
@@ -71,39 +64,27 @@ impl Store for SqliteStore {
         let mut outcome = IngestOutcome::default();
         {
             let mut finalized = std::collections::HashMap::new();
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO usage (id, time_ns, start_ns, period, billed_period, adjustment, side,
-                    provider, operation, model, org, team, user, price_id,
-                    input, cached_input, cache_creation_input, output, reasoning,
-                    pair_key, attributes, received_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                    ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
-                 ON CONFLICT (id) DO NOTHING",
-            )?;
+            let mut insert = tx.prepare_cached(sql::INSERT)?;
             let current = period_of(now_ns);
             for rated in events {
                 let e = &rated.event;
-                let period = period_of(e.time_ns);
-                let late = match finalized.get(&period) {
+                let row = sql::Row::of(rated);
+                let late = match finalized.get(&row.period) {
                     Some(f) => *f,
                     None => {
-                        let f = Self::finalized(&tx, &period)?;
-                        finalized.insert(period.clone(), f);
+                        let f = Self::finalized(&tx, &row.period)?;
+                        finalized.insert(row.period.clone(), f);
                         f
                     }
                 };
                 // A late call is billed in the current period, as a visible adjustment.
-                let billed = if late {
-                    current.clone()
-                } else {
-                    period.clone()
-                };
-                let q = e.tokens.billable();
+                let billed = if late { &current } else { &row.period };
+                let q = row.quantities;
                 let changed = insert.execute(params![
                     e.id,
                     e.time_ns,
-                    e.start_ns.unwrap_or(e.time_ns),
-                    period,
+                    row.start_ns,
+                    row.period,
                     billed,
                     late,
                     e.side.as_str(),
@@ -114,13 +95,13 @@ impl Store for SqliteStore {
                     rated.account.team,
                     rated.account.user,
                     rated.price_id,
-                    q[0].1 as i64,
-                    q[1].1 as i64,
-                    q[2].1 as i64,
-                    q[3].1 as i64,
-                    q[4].1 as i64,
-                    format!("{}|{}|{}", e.model, e.tokens.input, e.tokens.output),
-                    serde_json::to_string(&e.attributes).expect("attributes serialise"),
+                    q[0],
+                    q[1],
+                    q[2],
+                    q[3],
+                    q[4],
+                    row.pair_key,
+                    row.attributes,
                     now_ns,
                 ])?;
                 if changed == 0 {
@@ -135,28 +116,8 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    fn usage(&self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {
-        let side_filter = match policy {
-            SidePolicy::Server => "u.side = 'server'".to_string(),
-            SidePolicy::Client => "u.side = 'client'".to_string(),
-            SidePolicy::PreferServer => format!(
-                "(u.side = 'server' OR NOT EXISTS (
-                    SELECT 1 FROM usage s
-                    WHERE s.pair_key = u.pair_key AND s.side = 'server'
-                      AND s.start_ns BETWEEN u.start_ns - {PAIR_WINDOW_NS}
-                                         AND u.start_ns + {PAIR_WINDOW_NS}))"
-            ),
-        };
-        let sql = format!(
-            "SELECT org, team, user, price_id, model, count(*),
-                sum(input), sum(cached_input), sum(cache_creation_input), sum(output),
-                sum(reasoning), sum(adjustment)
-             FROM usage u
-             WHERE u.billed_period = ?1 AND {side_filter}
-             GROUP BY org, team, user, price_id, model
-             ORDER BY org, team, user, model, price_id"
-        );
-        let mut statement = self.conn.prepare(&sql)?;
+    fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {
+        let mut statement = self.conn.prepare(&sql::usage(policy))?;
         let rows = statement.query_map(params![period], |r| {
             let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
             Ok(UsageRow {
@@ -175,16 +136,12 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn is_finalized(&self, period: &str) -> Result<bool, StoreError> {
+    fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError> {
         Ok(Self::finalized(&self.conn, period)?)
     }
 
     fn finalize(&mut self, period: &str, now_ns: i64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO periods (period, status, finalized_ns) VALUES (?1, 'finalized', ?2)
-             ON CONFLICT (period) DO UPDATE SET status = 'finalized', finalized_ns = ?2",
-            params![period, now_ns],
-        )?;
+        self.conn.execute(sql::FINALIZE, params![period, now_ns])?;
         Ok(())
     }
 
@@ -196,41 +153,31 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut changed = 0;
         {
-            let mut select = tx.prepare(
-                "SELECT id, time_ns, start_ns, side, provider, operation, model, attributes
-                 FROM usage WHERE billed_period = ?1",
-            )?;
-            let mut update = tx.prepare(
-                "UPDATE usage SET org = ?2, team = ?3, user = ?4, price_id = ?5 WHERE id = ?1",
-            )?;
-            let rows = select.query_map([period], |r| {
-                let side: String = r.get(3)?;
-                let attributes: String = r.get(7)?;
-                Ok(UsageEvent {
-                    id: r.get(0)?,
-                    time_ns: r.get(1)?,
-                    start_ns: r.get(2)?,
-                    side: if side == "client" {
-                        crate::usage::Side::Client
-                    } else {
-                        crate::usage::Side::Server
-                    },
-                    provider: r.get(4)?,
-                    operation: r.get(5)?,
-                    model: r.get(6)?,
-                    tokens: Default::default(),
-                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
-                })
+            let mut select = tx.prepare(sql::RERATE_SELECT)?;
+            let mut update = tx.prepare(sql::RERATE_UPDATE)?;
+            // Read them all first: updating rows while a cursor walks an index over the same
+            // columns can show a row twice.
+            let events = select.query_map([period], |r| {
+                Ok(sql::event_of(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
             })?;
-            for event in rows {
-                let event = event?;
+            let events: Vec<UsageEvent> = events.collect::<Result<_, _>>()?;
+            for event in events {
                 let (account, price_id) = decide(&event);
                 changed += update.execute(params![
-                    event.id,
                     account.org,
                     account.team,
                     account.user,
-                    price_id
+                    price_id,
+                    event.id
                 ])? as u64;
             }
         }
@@ -238,7 +185,7 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
-    fn count(&self) -> Result<u64, StoreError> {
+    fn count(&mut self) -> Result<u64, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT count(*) FROM usage", [], |r| r.get::<_, i64>(0))? as u64)

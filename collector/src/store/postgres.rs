@@ -1,0 +1,200 @@
+//! PostgreSQL, for several collector replicas behind one Service: the same schema and
+//! queries as SQLite ([`super::sql`]), migrations under an advisory lock so replicas starting
+//! together apply them once, and batches inserted in id order so two replicas storing
+//! overlapping batches never deadlock; `ON CONFLICT (id) DO NOTHING` makes the second one a
+//! no-op, so a call is stored once whichever replica gets it first.
+
+use postgres::{Client, NoTls};
+
+use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
+use crate::{accounts::Account, usage::UsageEvent};
+
+const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/postgres/0001_usage.sql")];
+
+/// Any constant both replicas agree on.
+const MIGRATION_LOCK: i64 = 0x746f6b656e6d6574;
+
+pub struct PostgresStore {
+    client: Client,
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PostgresStore {
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let error = |source| StoreError::Postgres {
+            url: redact(url),
+            source,
+        };
+        let mut client = Client::connect(url, NoTls).map_err(error)?;
+        migrate(&mut client).map_err(error)?;
+        Ok(PostgresStore { client })
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")?;
+    let done: i64 = tx
+        .query_one("SELECT count(*) FROM schema_migrations", &[])?
+        .get(0);
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(migration)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )?;
+    }
+    tx.commit()
+}
+
+impl Store for PostgresStore {
+    fn ingest(&mut self, events: &[RatedEvent], now_ns: i64) -> Result<IngestOutcome, StoreError> {
+        let mut order: Vec<&RatedEvent> = events.iter().collect();
+        order.sort_by(|a, b| a.event.id.cmp(&b.event.id));
+        let mut tx = self.client.transaction()?;
+        let insert = tx.prepare(sql::INSERT)?;
+        let finalized_query = tx.prepare(sql::FINALIZED)?;
+        let mut finalized = std::collections::HashMap::new();
+        let mut outcome = IngestOutcome::default();
+        let current = period_of(now_ns);
+        for rated in order {
+            let row = sql::Row::of(rated);
+            let late = match finalized.get(&row.period) {
+                Some(f) => *f,
+                None => {
+                    let f = tx.query_opt(&finalized_query, &[&row.period])?.is_some();
+                    finalized.insert(row.period.clone(), f);
+                    f
+                }
+            };
+            let billed = if late {
+                current.clone()
+            } else {
+                row.period.clone()
+            };
+            let e = &rated.event;
+            let changed = tx.execute(
+                &insert,
+                &[
+                    &e.id,
+                    &e.time_ns,
+                    &row.start_ns,
+                    &row.period,
+                    &billed,
+                    &i32::from(late),
+                    &e.side.as_str(),
+                    &e.provider,
+                    &e.operation,
+                    &e.model,
+                    &rated.account.org,
+                    &rated.account.team,
+                    &rated.account.user,
+                    &rated.price_id,
+                    &row.quantities[0],
+                    &row.quantities[1],
+                    &row.quantities[2],
+                    &row.quantities[3],
+                    &row.quantities[4],
+                    &row.pair_key,
+                    &row.attributes,
+                    &now_ns,
+                ],
+            )?;
+            if changed == 0 {
+                outcome.duplicates += 1;
+            } else {
+                outcome.inserted += 1;
+                outcome.adjustments += u64::from(late);
+            }
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = self.client.query(&sql::usage(policy), &[&period])?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<_, i64>(i) as u64;
+                UsageRow {
+                    account: Account {
+                        org: r.get(0),
+                        team: r.get(1),
+                        user: r.get(2),
+                    },
+                    price_id: r.get(3),
+                    model: r.get(4),
+                    requests: n(5),
+                    quantities: [n(6), n(7), n(8), n(9), n(10)],
+                    adjustments: n(11),
+                }
+            })
+            .collect())
+    }
+
+    fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError> {
+        Ok(self.client.query_opt(sql::FINALIZED, &[&period])?.is_some())
+    }
+
+    fn finalize(&mut self, period: &str, now_ns: i64) -> Result<(), StoreError> {
+        self.client.execute(sql::FINALIZE, &[&period, &now_ns])?;
+        Ok(())
+    }
+
+    fn rerate(
+        &mut self,
+        period: &str,
+        decide: &dyn Fn(&UsageEvent) -> (Account, Option<String>),
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.client.transaction()?;
+        let rows = tx.query(sql::RERATE_SELECT, &[&period])?;
+        let update = tx.prepare(sql::RERATE_UPDATE)?;
+        let mut changed = 0;
+        for row in rows {
+            let event = sql::event_of(
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get::<_, String>(3),
+                row.get(4),
+                row.get(5),
+                row.get(6),
+                row.get::<_, String>(7),
+            );
+            let (account, price_id) = decide(&event);
+            changed += tx.execute(
+                &update,
+                &[
+                    &account.org,
+                    &account.team,
+                    &account.user,
+                    &price_id,
+                    &event.id,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    fn count(&mut self) -> Result<u64, StoreError> {
+        let count: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM usage", &[])?
+            .get(0);
+        Ok(count as u64)
+    }
+}

@@ -1,0 +1,156 @@
+//! The store's story, on SQLite always and on PostgreSQL when the tests have one: resent
+//! batches change nothing, a call seen on both ends is billed once, a late call becomes an
+//! adjustment, rerating follows a corrected price book.
+
+mod support;
+
+use tokenmeter_collector::{
+    accounts::Account,
+    store::{self, RatedEvent, SidePolicy, Store},
+    usage::{Side, Tokens, UsageEvent},
+};
+
+fn at(month: u32, day: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(2026, month, day)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_nanos_opt()
+        .unwrap()
+}
+
+fn event(id: &str, side: Side, time_ns: i64, input: u64, output: u64) -> RatedEvent {
+    RatedEvent {
+        event: UsageEvent {
+            id: id.into(),
+            time_ns,
+            start_ns: Some(time_ns - 1_000_000_000),
+            side,
+            provider: "openai".into(),
+            operation: "chat".into(),
+            model: "m".into(),
+            tokens: Tokens {
+                input,
+                output,
+                ..Default::default()
+            },
+            attributes: [("tokenmeter.request.user".to_string(), "alice".to_string())].into(),
+        },
+        account: Account {
+            org: "acme".into(),
+            team: "search".into(),
+            user: "alice".into(),
+        },
+        price_id: Some("global:m@always".into()),
+    }
+}
+
+/// (requests, input, output) billed in a period.
+fn billed(store: &mut dyn Store, period: &str, policy: SidePolicy) -> (u64, u64, u64) {
+    let rows = store.usage(period, policy).unwrap();
+    rows.iter().fold((0, 0, 0), |(r, i, o), row| {
+        (
+            r + row.requests,
+            i + row.quantities[0],
+            o + row.quantities[3],
+        )
+    })
+}
+
+fn story(store: &mut dyn Store) {
+    // Resent batches change nothing.
+    let batch = vec![
+        event("a", Side::Server, at(3, 1), 10, 5),
+        event("b", Side::Server, at(3, 2), 20, 7),
+    ];
+    let first = store.ingest(&batch, at(3, 3)).unwrap();
+    assert_eq!((first.inserted, first.duplicates), (2, 0));
+    let again = store.ingest(&batch, at(3, 3)).unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 2));
+    assert_eq!(billed(store, "2026-03", SidePolicy::Server), (2, 30, 12));
+
+    // One call seen on both ends, and one to a server that is not metered.
+    let t = at(3, 5);
+    store
+        .ingest(
+            &[
+                event("c1", Side::Client, t - 3_000_000, 11, 6),
+                event("s1", Side::Server, t, 11, 6),
+                event("c2", Side::Client, t, 99, 9),
+            ],
+            t,
+        )
+        .unwrap();
+    assert_eq!(
+        billed(store, "2026-03", SidePolicy::PreferServer),
+        (4, 140, 27)
+    );
+    assert_eq!(billed(store, "2026-03", SidePolicy::Client), (2, 110, 15));
+
+    // A late call for a finalised period lands in the next one as an adjustment.
+    store.finalize("2026-03", at(4, 2)).unwrap();
+    assert!(store.is_finalized("2026-03").unwrap());
+    let late = store
+        .ingest(&[event("late", Side::Server, at(3, 30), 1, 1)], at(4, 3))
+        .unwrap();
+    assert_eq!(late.adjustments, 1);
+    assert_eq!(billed(store, "2026-03", SidePolicy::Server), (3, 41, 18));
+    let april = store.usage("2026-04", SidePolicy::Server).unwrap();
+    assert_eq!((april[0].requests, april[0].adjustments), (1, 1));
+
+    // Rerating a draft period assigns what the corrected rules say.
+    let changed = store
+        .rerate("2026-04", &|e| {
+            assert_eq!(e.attributes["tokenmeter.request.user"], "alice");
+            (
+                Account {
+                    org: "globex".into(),
+                    team: "research".into(),
+                    user: "alice".into(),
+                },
+                None,
+            )
+        })
+        .unwrap();
+    assert_eq!(changed, 1);
+    let april = store.usage("2026-04", SidePolicy::Server).unwrap();
+    assert_eq!(
+        (april[0].account.org.as_str(), april[0].price_id.as_deref()),
+        ("globex", None)
+    );
+    assert_eq!(store.count().unwrap(), 6);
+}
+
+#[test]
+fn the_store_story_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store =
+        store::open(&format!("sqlite:{}", dir.path().join("usage.db").display())).unwrap();
+    story(store.as_mut());
+}
+
+#[test]
+fn the_store_story_on_postgres() {
+    let Some(url) = support::postgres_database("store_story") else {
+        return;
+    };
+    let mut store = store::open(&url).unwrap();
+    story(store.as_mut());
+    // A second replica starting on the same database finds the schema in place.
+    let mut other = store::open(&url).unwrap();
+    assert_eq!(other.count().unwrap(), 6);
+}
+
+#[test]
+fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
+    let err = store::open("postgres://meter:s3cret@127.0.0.1:1/usage")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("postgres://meter:***@127.0.0.1:1/usage"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
