@@ -105,12 +105,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, ready_file } => {
             let config = CollectorConfig::load(&config)?;
+            let ingestor = server::ingestor(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(server::serve(
+            let served = runtime.block_on(server::serve(
                 config,
+                ingestor.clone(),
                 ready_file.as_deref(),
                 shutdown_signal(),
-            ))
+            ));
+            // The runtime goes first: the store may own a runtime of its own (PostgreSQL).
+            drop(runtime);
+            drop(ingestor);
+            served
         }
         Command::Bill {
             config,

@@ -25,12 +25,15 @@ pub fn ingestor(config: &CollectorConfig) -> anyhow::Result<Arc<Ingestor>> {
     Ok(Ingestor::new(store, book, accounts))
 }
 
+/// Serves until `shutdown`. The ingestor is made outside the runtime (see [`ingestor`]): the
+/// PostgreSQL client runs its own, which must not be started or dropped inside another, so
+/// the caller also keeps a handle until the runtime is gone.
 pub async fn serve(
     config: CollectorConfig,
+    ingestor: Arc<Ingestor>,
     ready_file: Option<&Path>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ingestor = ingestor(&config)?;
     let auth = Auth::new(config.tokens()?);
     if auth.is_open() {
         warn!("no receiver.token_file: any client may send usage (fine for a local demo only)");

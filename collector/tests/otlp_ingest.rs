@@ -6,137 +6,14 @@
 //! Needs the Python test environment (`cargo xtask setup --test-deps`); without it the tests
 //! say so and skip, except under CI=true where they fail.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-
-const TOKEN: &str = "agent-token-for-tests";
-
-fn python(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("TOKENMETER_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let why = "no Python test environment (target/pyenv): run `cargo xtask setup --test-deps`";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {why}"
-    );
-    eprintln!("SKIPPED {test}: {why}");
-    None
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A running `tokenmeter-collector serve` on free ports; killed on drop.
-struct Collector {
-    child: Child,
-    dir: tempfile::TempDir,
-    addresses: Value,
-}
-
-impl Collector {
-    fn start() -> Collector {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("tokens"), format!("# agents\n{TOKEN}\n")).unwrap();
-        let config = format!(
-            "database = \"sqlite:usage.db\"\nprice_book = {:?}\naccounts = {:?}\n\
-             [receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ntoken_file = \"tokens\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n",
-            examples().join("prices.toml").display().to_string(),
-            examples().join("accounts.toml").display().to_string(),
-        );
-        std::fs::write(dir.path().join("collector.toml"), config).unwrap();
-        let ready = dir.path().join("ready.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_tokenmeter-collector"))
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.path().join("collector.toml"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-            .spawn()
-            .expect("start the collector");
-        let addresses = wait_for("the collector", Duration::from_secs(30), || {
-            serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()
-        });
-        Collector {
-            child,
-            dir,
-            addresses,
-        }
-    }
-
-    fn url(&self, which: &str) -> String {
-        format!("http://{}", self.addresses[which].as_str().unwrap())
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let text = curl(&[&format!("{}/metrics", self.url("api"))]).1;
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in {text}"))
-    }
-
-    fn bill(&self, period: &str) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_tokenmeter-collector"))
-            .args(["bill", "--format", "json", "--period", period, "--config"])
-            .arg(self.dir.path().join("collector.toml"))
-            .output()
-            .expect("run bill");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("bill JSON")
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let stderr =
-                std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
-            eprintln!("collector stderr:\n{stderr}");
-        }
-    }
-}
-
-/// curl: (HTTP status, body).
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
+use support::{curl, python, wait_for, Collector, TOKEN};
 
 /// 2026-03-10 + i minutes, in ns.
 fn time(i: u64) -> u64 {
@@ -255,7 +132,7 @@ fn the_official_sdk_over_grpc_and_http_is_ingested_once() {
     let Some(python) = python("the_official_sdk_over_grpc_and_http_is_ingested_once") else {
         return;
     };
-    let collector = Collector::start();
+    let collector = Collector::start(None);
     let calls = records("sdk", 60);
     send(
         &python,
@@ -290,7 +167,7 @@ fn the_sdk_through_rotel_is_ingested() {
     let Some(python) = python("the_sdk_through_rotel_is_ingested") else {
         return;
     };
-    let collector = Collector::start();
+    let collector = Collector::start(None);
     let rotel = rotel_binary(&python);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -371,7 +248,7 @@ fn rotel_binary(python: &Path) -> PathBuf {
 
 #[test]
 fn bad_requests_get_otlp_status_codes_and_store_nothing() {
-    let collector = Collector::start();
+    let collector = Collector::start(None);
     let logs = format!("{}/v1/logs", collector.url("http"));
     let auth = format!("authorization: Bearer {TOKEN}");
     let json_body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [

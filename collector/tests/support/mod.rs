@@ -2,6 +2,12 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
 /// A fresh, empty PostgreSQL database on the test server (`TOKENMETER_TEST_POSTGRES_URL`, set
 /// by `cargo xtask test`), or `None` with a message when there is none (an error under
 /// CI=true: there must be one).
@@ -34,4 +40,140 @@ pub fn postgres_database(test: &str) -> Option<String> {
         .expect("create a test database");
     let base = admin.rsplit_once('/').expect("URL with a database").0;
     Some(format!("{base}/{name}"))
+}
+
+pub const TOKEN: &str = "agent-token-for-tests";
+
+pub fn python(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("TOKENMETER_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    let why = "no Python test environment (target/pyenv): run `cargo xtask setup --test-deps`";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why}"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `tokenmeter-collector serve` on free ports; killed on drop.
+pub struct Collector {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    addresses: Value,
+}
+
+impl Collector {
+    /// `database`: a URL, or `None` for SQLite in the collector's directory.
+    pub fn start(database: Option<&str>) -> Collector {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tokens"), format!("# agents\n{TOKEN}\n")).unwrap();
+        let config = format!(
+            "database = {:?}\nprice_book = {:?}\naccounts = {:?}\n\
+             [receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ntoken_file = \"tokens\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n",
+            database.unwrap_or("sqlite:usage.db"),
+            examples().join("prices.toml").display().to_string(),
+            examples().join("accounts.toml").display().to_string(),
+        );
+        std::fs::write(dir.path().join("collector.toml"), config).unwrap();
+        let ready = dir.path().join("ready.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_tokenmeter-collector"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("collector.toml"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .expect("start the collector");
+        let mut child = child;
+        let stderr = dir.path().join("stderr");
+        let addresses = wait_for("the collector", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the collector exited ({status}): {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()
+        });
+        Collector {
+            child,
+            dir,
+            addresses,
+        }
+    }
+
+    pub fn url(&self, which: &str) -> String {
+        format!("http://{}", self.addresses[which].as_str().unwrap())
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = curl(&[&format!("{}/metrics", self.url("api"))]).1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+    }
+
+    pub fn bill(&self, period: &str) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_tokenmeter-collector"))
+            .args(["bill", "--format", "json", "--period", period, "--config"])
+            .arg(self.dir.path().join("collector.toml"))
+            .output()
+            .expect("run bill");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("bill JSON")
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let stderr =
+                std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
+            eprintln!("collector stderr:\n{stderr}");
+        }
+    }
+}
+
+/// curl: (HTTP status, body).
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
