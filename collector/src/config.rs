@@ -24,6 +24,11 @@ pub struct CollectorConfig {
     /// `client`.
     #[serde(default)]
     pub side_policy: SidePolicy,
+    /// Budgets per enterprise, team or user (see collector/examples/quotas.toml).
+    pub quotas: Option<PathBuf>,
+    /// The admission check gateways call (HTTP `/v1/admission`, Envoy `ext_authz`).
+    #[serde(default)]
+    pub admission: crate::quota::admission::AdmissionConfig,
     #[serde(default)]
     pub receiver: ReceiverConfig,
     #[serde(default)]
@@ -92,6 +97,12 @@ impl CollectorConfig {
         }
         if let Some(tokens) = config.receiver.token_file.as_mut() {
             resolve(tokens);
+        }
+        if let Some(quotas) = config.quotas.as_mut() {
+            resolve(quotas);
+        }
+        if let Some(key) = config.admission.fingerprint_key_file.as_mut() {
+            resolve(key);
         }
         if let Some(file) = config.database.strip_prefix("sqlite:") {
             let file = PathBuf::from(file);

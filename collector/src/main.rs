@@ -105,17 +105,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, ready_file } => {
             let config = CollectorConfig::load(&config)?;
-            let ingestor = server::ingestor(&config)?;
+            let prepared = server::prepare(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
             let served = runtime.block_on(server::serve(
                 config,
-                ingestor.clone(),
+                &prepared,
                 ready_file.as_deref(),
                 shutdown_signal(),
             ));
             // The runtime goes first: the store may own a runtime of its own (PostgreSQL).
             drop(runtime);
-            drop(ingestor);
+            drop(prepared);
             served
         }
         Command::Bill {

@@ -1,39 +1,176 @@
-//! `serve`: the receivers and the API listener, until the shutdown future resolves.
+//! `serve`: the receivers, the admission check and the API listener, until the shutdown
+//! future resolves; and the quota refresher, a thread that reads quota usage back from the
+//! store.
 
-use std::{future::Future, path::Path, sync::Arc};
+use std::{
+    future::Future,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use anyhow::Context;
-use axum::{routing::get, Router};
-use tracing::{info, warn};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+    Json, Router,
+};
+use tracing::{error, info, warn};
 
 use crate::{
     accounts::Accounts,
     config::CollectorConfig,
+    quota::{self, admission::Admission, ext_authz::Authorization, Alerter},
     rate::PriceBook,
-    receive::{self, auth::Auth, Ingestor},
-    store,
+    receive::{self, auth::Auth, now_ns, Ingestor},
+    store::{self, SidePolicy, Store},
 };
 
-/// Loads what the config names; errors say which file and what is wrong.
-pub fn ingestor(config: &CollectorConfig) -> anyhow::Result<Arc<Ingestor>> {
+/// Everything `serve` runs, made outside any tokio runtime: the PostgreSQL client runs one
+/// of its own, which must not be started or dropped inside another. Keep it until the
+/// server's runtime is gone.
+pub struct Prepared {
+    pub ingestor: Arc<Ingestor>,
+    pub admission: Arc<Admission>,
+    pub alerter: Arc<Alerter>,
+    refresher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+/// Loads what the config names (errors say which file and what is wrong), opens the store
+/// and starts the quota refresher.
+pub fn prepare(config: &CollectorConfig) -> anyhow::Result<Prepared> {
     let book = PriceBook::load(&config.price_book)?;
     let accounts = match &config.accounts {
         Some(path) => Accounts::load(path)?,
         None => Accounts::default(),
     };
+    let quotas = match &config.quotas {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the quotas {}", path.display()))?;
+            quota::parse(&text, &accounts)?
+        }
+        None => Vec::new(),
+    };
+    let admission = Arc::new(Admission::new(&config.admission, accounts.clone(), quotas)?);
+    let alerter = Arc::new(Alerter::default());
+    let refresher = if admission.quotas().is_empty() {
+        None
+    } else {
+        let store = store::open(&config.database)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let every = Duration::from_millis(config.admission.refresh_ms.max(100));
+        let thread = {
+            let (admission, alerter, stop) = (admission.clone(), alerter.clone(), stop.clone());
+            let (book, accounts, policy) = (book.clone(), accounts.clone(), config.side_policy);
+            std::thread::Builder::new()
+                .name("quota-refresher".into())
+                .spawn(move || {
+                    refresh(
+                        store, &admission, &alerter, &book, &accounts, policy, every, &stop,
+                    )
+                })?
+        };
+        Some((stop, thread))
+    };
     let store = store::open(&config.database)?;
-    Ok(Ingestor::new(store, book, accounts))
+    Ok(Prepared {
+        ingestor: Ingestor::new(store, book, accounts),
+        admission,
+        alerter,
+        refresher,
+    })
 }
 
-/// Serves until `shutdown`. The ingestor is made outside the runtime (see [`ingestor`]): the
-/// PostgreSQL client runs its own, which must not be started or dropped inside another, so
-/// the caller also keeps a handle until the runtime is gone.
+#[allow(clippy::too_many_arguments)]
+fn refresh(
+    mut store: Box<dyn Store>,
+    admission: &Admission,
+    alerter: &Alerter,
+    book: &PriceBook,
+    accounts: &Accounts,
+    policy: SidePolicy,
+    every: Duration,
+    stop: &AtomicBool,
+) {
+    let mut failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        let now = now_ns();
+        match quota::evaluate(
+            admission.quotas(),
+            store.as_mut(),
+            book,
+            accounts,
+            policy,
+            now,
+        ) {
+            Ok(states) => {
+                alerter.check(admission.quotas(), &states, store.as_mut(), now);
+                admission.update(states);
+                failing = false;
+            }
+            // The last reading stays in force: admission neither opens nor closes blindly.
+            Err(e) if !failing => {
+                error!(%e, "reading quota usage failed; the last reading stays in force");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(every);
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.refresher.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `POST /v1/admission` with `{"headers": {...}}` (the request's headers) or
+/// `{"attributes": {...}}`: 200 with the decision, or 429 when a hard quota is spent.
+async fn admit(
+    State(admission): State<Arc<Admission>>,
+    Json(body): Json<serde_json::Value>,
+) -> impl IntoResponse {
+    let strings = |key: &str| -> Vec<(String, String)> {
+        body[key]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let headers = strings("headers");
+    let mut attributes =
+        admission.attributes(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    attributes.extend(strings("attributes"));
+    let decision = admission.decide(&attributes);
+    let status = if decision.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    (status, Json(decision))
+}
+
 pub async fn serve(
     config: CollectorConfig,
-    ingestor: Arc<Ingestor>,
+    prepared: &Prepared,
     ready_file: Option<&Path>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ingestor = prepared.ingestor.clone();
     let auth = Auth::new(config.tokens()?);
     if auth.is_open() {
         warn!("no receiver.token_file: any client may send usage (fine for a local demo only)");
@@ -53,15 +190,49 @@ pub async fn serve(
         "api": api.local_addr()?.to_string(),
     });
     info!(%addresses, database = %config.database, "collector listening");
-    let grpc_router = receive::grpc::router(ingestor.clone(), auth.clone(), max).into_axum_router();
+    let grpc_router = receive::grpc::router(ingestor.clone(), auth.clone(), max)
+        .add_service(Authorization::new(prepared.admission.clone()))
+        .into_axum_router();
     let http_router = receive::http::router(ingestor.clone(), auth, max);
-    let metrics = ingestor.clone();
+    let (admission, alerter) = (prepared.admission.clone(), prepared.alerter.clone());
     let api_router = Router::new()
         .route(
             "/metrics",
-            get(move || async move { metrics.render_metrics() }),
+            get(move || async move {
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let mut text = ingestor.render_metrics();
+                for (name, help, value) in [
+                    (
+                        "tokenmeter_collector_admission_allowed_total",
+                        "Admission checks allowed.",
+                        get(&admission.allowed),
+                    ),
+                    (
+                        "tokenmeter_collector_admission_denied_total",
+                        "Admission checks denied by a hard quota.",
+                        get(&admission.denied),
+                    ),
+                    (
+                        "tokenmeter_collector_quota_alerts_total",
+                        "Quota alerts sent (once per quota and window).",
+                        get(&alerter.sent),
+                    ),
+                    (
+                        "tokenmeter_collector_quota_webhook_failures_total",
+                        "Quota webhooks that failed.",
+                        get(&alerter.webhook_failures),
+                    ),
+                ] {
+                    text.push_str(&format!(
+                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+                    ));
+                }
+                text
+            }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/admission", post(admit))
+        .with_state(prepared.admission.clone());
     if let Some(path) = ready_file {
         std::fs::write(path, serde_json::to_vec(&addresses)?)
             .with_context(|| format!("writing the ready file {}", path.display()))?;

@@ -11,11 +11,12 @@ use crate::util::{self, Steps};
 
 /// What the fixtures import, and the pip requirements that provide it: the LLM stack, plus a
 /// real OpenTelemetry collector (rotel), the official OTLP protos for the receiver and the
-/// official OpenTelemetry SDK and exporters as a client of the collector.
+/// official OpenTelemetry SDK and exporters as a client of the collector, and Envoy's protos
+/// (xds-protos) for an ext_authz client.
 const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, \
     opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
-    opentelemetry.exporter.otlp.proto.http";
-const REQUIREMENTS: [&str; 11] = [
+    opentelemetry.exporter.otlp.proto.http, envoy.service.auth.v3";
+const REQUIREMENTS: [&str; 12] = [
     "fastapi",
     "uvicorn",
     "hypercorn",
@@ -27,6 +28,7 @@ const REQUIREMENTS: [&str; 11] = [
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-grpc",
     "opentelemetry-exporter-otlp-proto-http",
+    "xds-protos",
 ];
 
 /// The virtualenv's interpreter (the tests find it there too).

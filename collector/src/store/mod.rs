@@ -84,6 +84,15 @@ pub trait Store: Send {
     fn ingest(&mut self, events: &[RatedEvent], now_ns: i64) -> Result<IngestOutcome, StoreError>;
     /// The billable usage of a period, per account, price entry and model.
     fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError>;
+    /// The billable usage of calls that ended in [`start_ns`, `end_ns`) (quota windows).
+    fn usage_window(
+        &mut self,
+        start_ns: i64,
+        end_ns: i64,
+        policy: SidePolicy,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+    /// Records that an alert was sent; `false` when it already was (by any replica).
+    fn record_alert(&mut self, key: &str, now_ns: i64) -> Result<bool, StoreError>;
     fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError>;
     fn finalize(&mut self, period: &str, now_ns: i64) -> Result<(), StoreError>;
     /// Decides account and price entry again for every call billed in a draft period.

@@ -9,7 +9,10 @@ use postgres::{Client, NoTls};
 use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
 use crate::{accounts::Account, usage::UsageEvent};
 
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/postgres/0001_usage.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/postgres/0001_usage.sql"),
+    include_str!("../../migrations/postgres/0002_alerts.sql"),
+];
 
 /// Any constant both replicas agree on.
 const MIGRATION_LOCK: i64 = 0x746f6b656e6d6574;
@@ -39,6 +42,35 @@ impl PostgresStore {
         let mut client = Client::connect(url, NoTls).map_err(error)?;
         migrate(&mut client).map_err(error)?;
         Ok(PostgresStore { client })
+    }
+}
+
+impl PostgresStore {
+    /// Usage rows of one of the `sql::usage*` queries.
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = self.client.query(sql, params)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<_, i64>(i) as u64;
+                UsageRow {
+                    account: Account {
+                        org: r.get(0),
+                        team: r.get(1),
+                        user: r.get(2),
+                    },
+                    price_id: r.get(3),
+                    model: r.get(4),
+                    requests: n(5),
+                    quantities: [n(6), n(7), n(8), n(9), n(10)],
+                    adjustments: n(11),
+                }
+            })
+            .collect())
     }
 }
 
@@ -124,25 +156,20 @@ impl Store for PostgresStore {
     }
 
     fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = self.client.query(&sql::usage(policy), &[&period])?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let n = |i: usize| r.get::<_, i64>(i) as u64;
-                UsageRow {
-                    account: Account {
-                        org: r.get(0),
-                        team: r.get(1),
-                        user: r.get(2),
-                    },
-                    price_id: r.get(3),
-                    model: r.get(4),
-                    requests: n(5),
-                    quantities: [n(6), n(7), n(8), n(9), n(10)],
-                    adjustments: n(11),
-                }
-            })
-            .collect())
+        self.rows(&sql::usage(policy), &[&period])
+    }
+
+    fn usage_window(
+        &mut self,
+        start_ns: i64,
+        end_ns: i64,
+        policy: SidePolicy,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.rows(&sql::usage_window(policy), &[&start_ns, &end_ns])
+    }
+
+    fn record_alert(&mut self, key: &str, now_ns: i64) -> Result<bool, StoreError> {
+        Ok(self.client.execute(sql::RECORD_ALERT, &[&key, &now_ns])? == 1)
     }
 
     fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError> {

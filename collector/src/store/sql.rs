@@ -24,6 +24,10 @@ pub const FINALIZE: &str = "INSERT INTO periods (period, status, finalized_ns)
     VALUES ($1, 'finalized', $2)
     ON CONFLICT (period) DO UPDATE SET status = 'finalized', finalized_ns = excluded.finalized_ns";
 
+/// Inserts alert `$1` once: one row changed the first time, none after.
+pub const RECORD_ALERT: &str =
+    "INSERT INTO alerts (key, sent_ns) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
+
 pub const RERATE_SELECT: &str = "SELECT id, time_ns, start_ns, side, provider, operation,
     model, attributes FROM usage WHERE billed_period = $1";
 
@@ -32,6 +36,16 @@ pub const RERATE_UPDATE: &str =
 
 /// The billable usage of period `$1` per account, price entry and model.
 pub fn usage(policy: SidePolicy) -> String {
+    usage_where(policy, "u.billed_period = $1")
+}
+
+/// The billable usage of calls that ended in [`$1`, `$2`) ns, per account, price entry and
+/// model (quota windows).
+pub fn usage_window(policy: SidePolicy) -> String {
+    usage_where(policy, "u.time_ns >= $1 AND u.time_ns < $2")
+}
+
+fn usage_where(policy: SidePolicy, filter: &str) -> String {
     let side = match policy {
         SidePolicy::Server => "u.side = 'server'".to_string(),
         SidePolicy::Client => "u.side = 'client'".to_string(),
@@ -50,7 +64,7 @@ pub fn usage(policy: SidePolicy) -> String {
             CAST(sum(cache_creation_input) AS BIGINT), CAST(sum(output) AS BIGINT),
             CAST(sum(reasoning) AS BIGINT), CAST(sum(adjustment) AS BIGINT)
          FROM usage u
-         WHERE u.billed_period = $1 AND {side}
+         WHERE {filter} AND {side}
          GROUP BY org, team, \"user\", price_id, model
          ORDER BY org, team, \"user\", model, price_id"
     )

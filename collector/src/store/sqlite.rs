@@ -9,7 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
 use crate::{accounts::Account, usage::UsageEvent};
 
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/sqlite/0001_usage.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/sqlite/0001_usage.sql"),
+    include_str!("../../migrations/sqlite/0002_alerts.sql"),
+];
 
 pub struct SqliteStore {
     conn: Connection,
@@ -48,6 +51,27 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Usage rows of one of the `sql::usage*` queries.
+    fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UsageRow>, StoreError> {
+        let mut statement = self.conn.prepare(sql)?;
+        let rows = statement.query_map(params, |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+            Ok(UsageRow {
+                account: Account {
+                    org: r.get(0)?,
+                    team: r.get(1)?,
+                    user: r.get(2)?,
+                },
+                price_id: r.get(3)?,
+                model: r.get(4)?,
+                requests: n(5)?,
+                quantities: [n(6)?, n(7)?, n(8)?, n(9)?, n(10)?],
+                adjustments: n(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn finalized(conn: &Connection, period: &str) -> Result<bool, rusqlite::Error> {
@@ -117,23 +141,20 @@ impl Store for SqliteStore {
     }
 
     fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {
-        let mut statement = self.conn.prepare(&sql::usage(policy))?;
-        let rows = statement.query_map(params![period], |r| {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
-            Ok(UsageRow {
-                account: Account {
-                    org: r.get(0)?,
-                    team: r.get(1)?,
-                    user: r.get(2)?,
-                },
-                price_id: r.get(3)?,
-                model: r.get(4)?,
-                requests: n(5)?,
-                quantities: [n(6)?, n(7)?, n(8)?, n(9)?, n(10)?],
-                adjustments: n(11)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.rows(&sql::usage(policy), params![period])
+    }
+
+    fn usage_window(
+        &mut self,
+        start_ns: i64,
+        end_ns: i64,
+        policy: SidePolicy,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.rows(&sql::usage_window(policy), params![start_ns, end_ns])
+    }
+
+    fn record_alert(&mut self, key: &str, now_ns: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(sql::RECORD_ALERT, params![key, now_ns])? == 1)
     }
 
     fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError> {

@@ -1,0 +1,178 @@
+//! Quotas end to end: a hard quota denies through Envoy's ext_authz (a client generated from
+//! Envoy's protos) and the HTTP admission check once the budget is spent, other accounts are
+//! still admitted, and a soft quota fires its webhook exactly once.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{curl, python, wait_for, Collector, TOKEN};
+
+/// A webhook receiver: every request body it got.
+fn webhook() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let bodies = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(value) = serde_json::from_slice(&body) {
+                bodies.lock().unwrap().push(value);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+/// Posts usage of `user` now (OTLP/JSON).
+fn usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": now.to_string(), "eventName": "tokenmeter.usage", "attributes": [
+            {"key": "tokenmeter.record.id", "value": {"stringValue": id}},
+            {"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o"}},
+            {"key": "tokenmeter.request.user", "value": {"stringValue": user}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": input.to_string()}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": output.to_string()}}]}]}]}]})
+    .to_string();
+    let (code, reply) = curl(&[
+        "-X",
+        "POST",
+        &format!("{}/v1/logs", collector.url("http")),
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &format!("authorization: Bearer {TOKEN}"),
+        "--data-binary",
+        &body,
+    ]);
+    assert_eq!(code, 200, "{reply}");
+}
+
+fn ext_authz(python: &Path, collector: &Collector, user: &str) -> Value {
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ext_authz_check.py"))
+        .args([
+            "--target",
+            collector.url("grpc").trim_start_matches("http://"),
+        ])
+        .args(["--header", &format!("x-tokenmeter-user={user}")])
+        .output()
+        .expect("run the ext_authz client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn a_spent_hard_quota_denies_and_a_soft_quota_alerts_once() {
+    let Some(python) = python("a_spent_hard_quota_denies_and_a_soft_quota_alerts_once") else {
+        return;
+    };
+    let (port, alerts) = webhook();
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = dir.path().join("quotas.toml");
+    std::fs::write(
+        &quotas,
+        format!(
+            "[[quotas]]\naccount = \"user:carol\"\nperiod = \"day\"\ntokens = 1000\nmode = \"hard\"\n\n\
+             [[quotas]]\naccount = \"team:search\"\nperiod = \"month\"\ntokens = 500\nmode = \"soft\"\n\
+             webhook = \"http://127.0.0.1:{port}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::start_with(
+        None,
+        &format!(
+            "quotas = {:?}\n[admission]\nrefresh_ms = 100\n",
+            quotas.display().to_string()
+        ),
+    );
+
+    let allowed = ext_authz(&python, &collector, "carol");
+    assert_eq!(allowed["code"], 0, "{allowed}");
+    assert_eq!(
+        allowed["headers"]["x-tokenmeter-account"],
+        "globex/research/carol"
+    );
+
+    // carol spends her day's budget.
+    usage(&collector, "q-1", "carol", 700, 100);
+    usage(&collector, "q-2", "carol", 150, 100);
+    let denied = wait_for("the hard quota to deny", Duration::from_secs(20), || {
+        let answer = ext_authz(&python, &collector, "carol");
+        (answer["code"] == 7).then_some(answer)
+    });
+    assert_eq!(denied["http_status"], 429, "{denied}");
+    assert!(
+        denied["body"].as_str().unwrap().contains("user:carol"),
+        "{denied}"
+    );
+    // The HTTP admission check agrees; another account is still admitted.
+    let admission = format!("{}/v1/admission", collector.url("api"));
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        &admission,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        r#"{"headers": {"x-tokenmeter-user": "carol"}}"#,
+    ]);
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(ext_authz(&python, &collector, "alice")["code"], 0);
+    let (code, _) = curl(&[
+        "-X",
+        "POST",
+        &admission,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        r#"{"headers": {"x-tokenmeter-user": "alice"}}"#,
+    ]);
+    assert_eq!(code, 200);
+
+    // alice's team crosses its soft quota: one webhook, however often usage is read back.
+    usage(&collector, "q-3", "alice", 400, 200);
+    wait_for("the soft quota's webhook", Duration::from_secs(20), || {
+        (!alerts.lock().unwrap().is_empty()).then_some(())
+    });
+    usage(&collector, "q-4", "alice", 10, 10);
+    std::thread::sleep(Duration::from_millis(600));
+    let alerts = alerts.lock().unwrap().clone();
+    let soft: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["account"] == "team:search")
+        .collect();
+    assert_eq!(soft.len(), 1, "{alerts:?}");
+    assert_eq!(soft[0]["mode"], "soft");
+    assert_eq!(soft[0]["used_tokens"], 600);
+    assert!(collector.metric("tokenmeter_collector_admission_denied_total") >= 2);
+}
