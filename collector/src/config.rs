@@ -67,14 +67,18 @@ impl Default for ReceiverConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// `/metrics` (Prometheus) and `/healthz`.
+    /// `/metrics` (Prometheus), `/healthz`, `/v1/admission` and the REST API.
     pub listen: SocketAddr,
+    /// The REST API's tokens (`[[tokens]] token = "...", scope = "team:search"`; a mounted
+    /// Secret). Without it the REST API answers 401 to everyone.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".parse().expect("address"),
+            tokens_file: None,
         }
     }
 }
@@ -96,6 +100,9 @@ impl CollectorConfig {
             resolve(accounts);
         }
         if let Some(tokens) = config.receiver.token_file.as_mut() {
+            resolve(tokens);
+        }
+        if let Some(tokens) = config.api.tokens_file.as_mut() {
             resolve(tokens);
         }
         if let Some(quotas) = config.quotas.as_mut() {

@@ -6,6 +6,7 @@
 //! and answers gateways' admission checks (HTTP and Envoy `ext_authz`).
 
 pub mod accounts;
+pub mod api;
 pub mod bill;
 pub mod config;
 pub mod quota;

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     accounts::Accounts,
+    api::{self, scope::ApiTokens, ApiState},
     config::CollectorConfig,
     quota::{self, admission::Admission, ext_authz::Authorization, Alerter},
     rate::PriceBook,
@@ -37,6 +38,7 @@ use crate::{
 /// server's runtime is gone.
 pub struct Prepared {
     pub ingestor: Arc<Ingestor>,
+    pub api: ApiState,
     pub admission: Arc<Admission>,
     pub alerter: Arc<Alerter>,
     refresher: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
@@ -79,9 +81,26 @@ pub fn prepare(config: &CollectorConfig) -> anyhow::Result<Prepared> {
         };
         Some((stop, thread))
     };
+    let tokens = match &config.api.tokens_file {
+        Some(path) => ApiTokens::parse(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading api.tokens_file {}", path.display()))?,
+        )
+        .map_err(anyhow::Error::msg)?,
+        None => ApiTokens::default(),
+    };
+    let api = ApiState {
+        tokens,
+        store: Arc::new(std::sync::Mutex::new(store::open(&config.database)?)),
+        book: Arc::new(book.clone()),
+        accounts: Arc::new(accounts.clone()),
+        admission: admission.clone(),
+        policy: config.side_policy,
+    };
     let store = store::open(&config.database)?;
     Ok(Prepared {
         ingestor: Ingestor::new(store, book, accounts),
+        api,
         admission,
         alerter,
         refresher,
@@ -232,7 +251,8 @@ pub async fn serve(
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/admission", post(admit))
-        .with_state(prepared.admission.clone());
+        .with_state(prepared.admission.clone())
+        .merge(api::router(prepared.api.clone()));
     if let Some(path) = ready_file {
         std::fs::write(path, serde_json::to_vec(&addresses)?)
             .with_context(|| format!("writing the ready file {}", path.display()))?;

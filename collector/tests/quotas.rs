@@ -114,6 +114,7 @@ fn a_spent_hard_quota_denies_and_a_soft_quota_alerts_once() {
             "quotas = {:?}\n[admission]\nrefresh_ms = 100\n",
             quotas.display().to_string()
         ),
+        "",
     );
 
     let allowed = ext_authz(&python, &collector, "carol");

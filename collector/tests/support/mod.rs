@@ -87,18 +87,18 @@ pub struct Collector {
 impl Collector {
     /// `database`: a URL, or `None` for SQLite in the collector's directory.
     pub fn start(database: Option<&str>) -> Collector {
-        Self::start_with(database, "")
+        Self::start_with(database, "", "")
     }
 
     /// With more configuration: `extra` goes after the top-level keys (more keys first, then
-    /// sections).
-    pub fn start_with(database: Option<&str>, extra: &str) -> Collector {
+    /// sections), `api` into the `[api]` section.
+    pub fn start_with(database: Option<&str>, extra: &str, api: &str) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("tokens"), format!("# agents\n{TOKEN}\n")).unwrap();
         let config = format!(
             "database = {:?}\nprice_book = {:?}\naccounts = {:?}\n{extra}\n\
              [receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ntoken_file = \"tokens\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n",
+             [api]\nlisten = \"127.0.0.1:0\"\n{api}",
             database.unwrap_or("sqlite:usage.db"),
             examples().join("prices.toml").display().to_string(),
             examples().join("accounts.toml").display().to_string(),

@@ -1,0 +1,159 @@
+//! The REST API: each token reads its own account and what lies under it, nothing else.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{curl, Collector, TOKEN};
+
+const SEARCH: &str = "search-team-token-000000000001";
+const ADS: &str = "ads-team-token-000000000000002";
+const ACME: &str = "acme-org-token-000000000000003";
+const ADMIN: &str = "operator-token-00000000000004";
+
+fn get(collector: &Collector, token: Option<&str>, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", collector.url("api"));
+    let auth = token.map(|t| format!("authorization: Bearer {t}"));
+    let mut args = vec![url.as_str()];
+    if let Some(auth) = &auth {
+        args.extend(["-H", auth.as_str()]);
+    }
+    let (code, body) = curl(&args);
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn post_usage(collector: &Collector, id: &str, time_ns: u64, attributes: Value, tokens: u64) {
+    let mut attributes = attributes.as_array().unwrap().clone();
+    attributes.push(json!({"key": "tokenmeter.record.id", "value": {"stringValue": id}}));
+    attributes.push(json!({"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o"}}));
+    attributes.push(
+        json!({"key": "gen_ai.usage.input_tokens", "value": {"intValue": tokens.to_string()}}),
+    );
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": time_ns.to_string(), "eventName": "tokenmeter.usage", "attributes": attributes}]}]}]});
+    let (code, reply) = curl(&[
+        "-X",
+        "POST",
+        &format!("{}/v1/logs", collector.url("http")),
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &format!("authorization: Bearer {TOKEN}"),
+        "--data-binary",
+        &body.to_string(),
+    ]);
+    assert_eq!(code, 200, "{reply}");
+}
+
+#[test]
+fn a_team_token_reads_its_own_usage_and_bills_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("api-tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\ntoken = \"{SEARCH}\"\nscope = \"team:search\"\n\
+             [[tokens]]\ntoken = \"{ADS}\"\nscope = \"team:ads\"\n\
+             [[tokens]]\ntoken = \"{ACME}\"\nscope = \"org:acme\"\n\
+             [[tokens]]\ntoken = \"{ADMIN}\"\nscope = \"admin\"\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::start_with(
+        None,
+        "",
+        &format!("tokens_file = {:?}\n", tokens.display().to_string()),
+    );
+    // 2026-03-10: alice (acme/search) and an ads-agents pod (acme/ads), carol (globex).
+    let t = 1_773_100_800_000_000_000u64;
+    let user = |u: &str| json!([{"key": "tokenmeter.request.user", "value": {"stringValue": u}}]);
+    post_usage(&collector, "api-1", t, user("alice"), 1000);
+    post_usage(
+        &collector,
+        "api-2",
+        t,
+        json!([{"key": "k8s.namespace.name", "value": {"stringValue": "ads-agents"}}]),
+        2000,
+    );
+    post_usage(&collector, "api-3", t, user("carol"), 4000);
+
+    let teams = |body: &Value| -> Vec<String> {
+        body["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["team"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (code, usage) = get(&collector, Some(SEARCH), "/v1/usage?period=2026-03");
+    assert_eq!(code, 200);
+    assert_eq!(teams(&usage), ["search"]);
+    let (_, usage) = get(&collector, Some(ADS), "/v1/usage?period=2026-03");
+    assert_eq!(teams(&usage), ["ads"]);
+    let (_, usage) = get(&collector, Some(ACME), "/v1/usage?period=2026-03");
+    assert_eq!(teams(&usage), ["ads", "search"]);
+    let (_, usage) = get(&collector, Some(ADMIN), "/v1/usage?period=2026-03");
+    assert_eq!(teams(&usage).len(), 3);
+
+    // Another team's usage or bill: refused.
+    let (code, body) = get(
+        &collector,
+        Some(ADS),
+        "/v1/usage?period=2026-03&account=team:search",
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = get(
+        &collector,
+        Some(ADS),
+        "/v1/bills?period=2026-03&account=team:search",
+    );
+    assert_eq!(code, 403);
+    let (code, _) = get(
+        &collector,
+        Some(SEARCH),
+        "/v1/bills?period=2026-03&account=org:acme",
+    );
+    assert_eq!(code, 403, "a team cannot read its enterprise's bill");
+    // The organisation may narrow to a team of its own.
+    let (code, usage) = get(
+        &collector,
+        Some(ACME),
+        "/v1/usage?period=2026-03&account=team:search",
+    );
+    assert_eq!((code, teams(&usage)), (200, vec!["search".to_string()]));
+
+    // Bills: a team sees its share, the enterprise its bill, nothing of globex.
+    let (_, bill) = get(&collector, Some(SEARCH), "/v1/bills?period=2026-03");
+    let shares = bill["shares"].as_array().unwrap();
+    assert_eq!(shares.len(), 1);
+    assert_eq!(shares[0]["account"], "search");
+    assert_eq!(shares[0]["tokens"], 1000);
+    let (_, bill) = get(&collector, Some(ACME), "/v1/bills?period=2026-03");
+    let bills = bill["bills"].as_array().unwrap();
+    assert_eq!(bills.len(), 1);
+    assert_eq!(bills[0]["org"], "acme");
+    assert_eq!(bills[0]["tokens"], 3000);
+
+    let (_, accounts) = get(&collector, Some(SEARCH), "/v1/accounts");
+    let users: Vec<&str> = accounts["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+
+    // No token, a wrong token, a malformed account.
+    assert_eq!(get(&collector, None, "/v1/usage").0, 401);
+    assert_eq!(
+        get(&collector, Some("not-a-token-at-all-000"), "/v1/bills").0,
+        401
+    );
+    assert_eq!(
+        get(&collector, Some(ADMIN), "/v1/usage?account=everyone").0,
+        400
+    );
+    assert_eq!(
+        get(&collector, Some(ADMIN), "/v1/usage?period=March").0,
+        400
+    );
+}
