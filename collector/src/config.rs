@@ -29,10 +29,21 @@ pub struct CollectorConfig {
     /// The admission check gateways call (HTTP `/v1/admission`, Envoy `ext_authz`).
     #[serde(default)]
     pub admission: crate::quota::admission::AdmissionConfig,
+    /// Days after a period's end during which late calls still land in it; `export`
+    /// finalises it after that.
+    #[serde(default = "default_grace_days")]
+    pub grace_days: u32,
+    /// Where `export` sends finalised periods.
+    #[serde(default)]
+    pub exporters: Vec<crate::export::ExporterConfig>,
     #[serde(default)]
     pub receiver: ReceiverConfig,
     #[serde(default)]
     pub api: ApiConfig,
+}
+
+fn default_grace_days() -> u32 {
+    3
 }
 
 fn default_database() -> String {

@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
+use chrono::Datelike;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokenmeter_collector::{
     accounts::Accounts,
@@ -48,6 +49,19 @@ enum Command {
         /// adjustments.
         #[arg(long)]
         finalize: bool,
+    },
+    /// Send a period to the configured exporters (Lago, OpenMeter, webhook, files). The period
+    /// is finalised first once its grace days are over; an open period is only exported with
+    /// --draft.
+    Export {
+        #[arg(long, env = "TOKENMETER_COLLECTOR_CONFIG")]
+        config: PathBuf,
+        /// `YYYY-MM`; default: the previous month.
+        #[arg(long)]
+        period: Option<String>,
+        /// Export even if the period is still open (its bill may change).
+        #[arg(long)]
+        draft: bool,
     },
     /// Decide the account and price of every call of a draft period again, after a price
     /// book or accounts correction.
@@ -149,6 +163,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
+        Command::Export {
+            config,
+            period,
+            draft,
+        } => {
+            let config = CollectorConfig::load(&config)?;
+            let period = match period {
+                Some(p) => p,
+                None => previous_period(),
+            };
+            check_period(&period)?;
+            if config.exporters.is_empty() {
+                anyhow::bail!("no [[exporters]] in the config: nothing to export to");
+            }
+            let book = PriceBook::load(&config.price_book)?;
+            let accounts = load_accounts(&config)?;
+            let mut store = store::open(&config.database)?;
+            let grace_over = period_end(&period)?
+                + i64::from(config.grace_days) * 86_400_000_000_000
+                <= now_ns();
+            if grace_over && !store.is_finalized(&period)? {
+                store.finalize(&period, now_ns())?;
+                println!(
+                    "finalised {period} (its {} grace days are over)",
+                    config.grace_days
+                );
+            }
+            let finalized = store.is_finalized(&period)?;
+            if !finalized && !draft {
+                anyhow::bail!(
+                    "{period} is still open (late calls may land in it for {} days after its end): \
+                     export it then, or now with --draft",
+                    config.grace_days
+                );
+            }
+            let rows = store.usage(&period, config.side_policy)?;
+            let bill = bill::compute(&period, finalized, &rows, &book, &accounts);
+            let mut failed = 0;
+            for exporter in &config.exporters {
+                match tokenmeter_collector::export::export(exporter, &bill, &rows) {
+                    Ok(done) => println!("exported {done}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} of {} exporters failed; run export again (the engines deduplicate)",
+                    config.exporters.len()
+                );
+            }
+            Ok(())
+        }
         Command::Rerate { config, period } => {
             let config = CollectorConfig::load(&config)?;
             check_period(&period)?;
@@ -209,6 +278,36 @@ fn load_accounts(config: &CollectorConfig) -> anyhow::Result<Accounts> {
         Some(path) => Accounts::load(path)?,
         None => Accounts::default(),
     })
+}
+
+/// The month before the current one.
+fn previous_period() -> String {
+    let now = chrono::Utc::now().date_naive();
+    let first = now.with_day(1).expect("day 1");
+    store::period_of(
+        first
+            .pred_opt()
+            .expect("a day before")
+            .and_hms_opt(12, 0, 0)
+            .expect("noon")
+            .and_utc()
+            .timestamp_nanos_opt()
+            .expect("in range"),
+    )
+}
+
+/// The first instant after a period, in ns.
+fn period_end(period: &str) -> anyhow::Result<i64> {
+    let (_, end, _) = tokenmeter_collector::quota::window(
+        tokenmeter_collector::quota::Window::Month,
+        chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")?
+            .and_hms_opt(12, 0, 0)
+            .expect("noon")
+            .and_utc()
+            .timestamp_nanos_opt()
+            .expect("in range"),
+    );
+    Ok(end)
 }
 
 fn check_period(period: &str) -> anyhow::Result<()> {

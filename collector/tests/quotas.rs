@@ -4,46 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{curl, python, wait_for, Collector, TOKEN};
-
-/// A webhook receiver: every request body it got.
-fn webhook() -> (u16, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let bodies = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            if let Ok(value) = serde_json::from_slice(&body) {
-                bodies.lock().unwrap().push(value);
-            }
-            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
-        }
-    });
-    (port, got)
-}
 
 /// Posts usage of `user` now (OTLP/JSON).
 fn usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
@@ -96,7 +62,8 @@ fn a_spent_hard_quota_denies_and_a_soft_quota_alerts_once() {
     let Some(python) = python("a_spent_hard_quota_denies_and_a_soft_quota_alerts_once") else {
         return;
     };
-    let (port, alerts) = webhook();
+    let (port, captured) = support::capture_server();
+    let alerts = support::bodies(&captured);
     let dir = tempfile::tempdir().unwrap();
     let quotas = dir.path().join("quotas.toml");
     std::fs::write(
@@ -163,11 +130,11 @@ fn a_spent_hard_quota_denies_and_a_soft_quota_alerts_once() {
     // alice's team crosses its soft quota: one webhook, however often usage is read back.
     usage(&collector, "q-3", "alice", 400, 200);
     wait_for("the soft quota's webhook", Duration::from_secs(20), || {
-        (!alerts.lock().unwrap().is_empty()).then_some(())
+        (!alerts().is_empty()).then_some(())
     });
     usage(&collector, "q-4", "alice", 10, 10);
     std::thread::sleep(Duration::from_millis(600));
-    let alerts = alerts.lock().unwrap().clone();
+    let alerts = alerts();
     let soft: Vec<_> = alerts
         .iter()
         .filter(|a| a["account"] == "team:search")
