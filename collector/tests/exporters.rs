@@ -173,8 +173,7 @@ fn a_finalised_period_reaches_lago_openmeter_a_signed_webhook_and_files() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.path == "/api/v1/events/batch")
-        .last()
+        .rfind(|r| r.path == "/api/v1/events/batch")
         .unwrap()
         .json();
     assert_eq!(
