@@ -12,7 +12,8 @@ use crate::store::SidePolicy;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
-    /// `sqlite:PATH` (the embedded default: one file, WAL).
+    /// `sqlite:PATH` (the embedded default: one file, WAL) or `postgres://...`;
+    /// `TOKENMETER_DATABASE_URL` overrides it (a URL with a password, from a Secret).
     #[serde(default = "default_database")]
     pub database: String,
     /// The price book (see collector/examples/prices.toml).
@@ -121,6 +122,12 @@ impl CollectorConfig {
         }
         if let Some(key) = config.admission.fingerprint_key_file.as_mut() {
             resolve(key);
+        }
+        // A URL with a password comes from a Secret through the environment.
+        if let Ok(url) = std::env::var("TOKENMETER_DATABASE_URL") {
+            if !url.is_empty() {
+                config.database = url;
+            }
         }
         if let Some(file) = config.database.strip_prefix("sqlite:") {
             let file = PathBuf::from(file);

@@ -40,7 +40,10 @@ fn usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
 }
 
 fn ext_authz(python: &Path, collector: &Collector, user: &str) -> Value {
+    // Envoy's protos live apart from the virtualenv (see xtask/src/python.rs).
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv-xds");
     let out = Command::new(python)
+        .env("PYTHONPATH", protos)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ext_authz_check.py"))
         .args([
             "--target",

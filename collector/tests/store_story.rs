@@ -154,3 +154,50 @@ fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn a_dropped_database_connection_stores_each_batch_once() {
+    let Some(url) = support::postgres_database("dropped") else {
+        return;
+    };
+    let mut store = store::open(&url).unwrap();
+    store
+        .ingest(&[event("d1", Side::Server, at(3, 1), 1, 1)], at(3, 1))
+        .unwrap();
+    // The server drops every connection to the database (a restart, a failover).
+    let admin = std::env::var("TOKENMETER_TEST_POSTGRES_URL").unwrap();
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let dropped = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&database],
+        )
+        .unwrap();
+    assert!(dropped >= 1);
+    // A batch sent then fails as a whole with a clear error, or goes through a new
+    // connection; its sender's retry stores it exactly once either way.
+    let batch = [
+        event("d2", Side::Server, at(3, 2), 2, 2),
+        event("d3", Side::Server, at(3, 3), 3, 3),
+    ];
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match store.ingest(&batch, at(3, 4)) {
+            Ok(outcome) => {
+                assert_eq!(outcome.inserted + outcome.duplicates, 2);
+                break;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("database"), "{e}");
+                assert!(attempts < 3, "no reconnection: {e}");
+            }
+        }
+    }
+    assert_eq!(store.count().unwrap(), 3);
+    assert_eq!(
+        billed(store.as_mut(), "2026-03", SidePolicy::Server),
+        (3, 6, 6)
+    );
+}

@@ -47,6 +47,15 @@ impl Postgres {
         }
         let bin = bin_dir()?;
         let dir = std::env::temp_dir().join(format!("tokenmeter-pg-{port}"));
+        // A server left running by an interrupted run holds the port: stop it first.
+        if dir.join("data/postmaster.pid").exists() {
+            let _ = util::run(
+                as_postgres(&bin, "pg_ctl")
+                    .args(["-w", "-m", "immediate", "-D"])
+                    .arg(dir.join("data"))
+                    .arg("stop"),
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         util::run(util::command("chown").args(["postgres:postgres"]).arg(&dir))?;

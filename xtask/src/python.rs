@@ -12,11 +12,13 @@ use crate::util::{self, Steps};
 /// What the fixtures import, and the pip requirements that provide it: the LLM stack, plus a
 /// real OpenTelemetry collector (rotel), the official OTLP protos for the receiver and the
 /// official OpenTelemetry SDK and exporters as a client of the collector, and Envoy's protos
-/// (xds-protos) for an ext_authz client.
+/// (xds-protos, in a directory of its own, see [`ensure_envoy_protos`]) for an ext_authz
+/// client, and Helm's SDK and the Kubernetes schemas for the chart.
 const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, \
     opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
-    opentelemetry.exporter.otlp.proto.http, envoy.service.auth.v3";
-const REQUIREMENTS: [&str; 12] = [
+    opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc._log_exporter, \
+    helm_python, kubernetes_validate, yaml";
+const REQUIREMENTS: [&str; 14] = [
     "fastapi",
     "uvicorn",
     "hypercorn",
@@ -28,7 +30,9 @@ const REQUIREMENTS: [&str; 12] = [
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-grpc",
     "opentelemetry-exporter-otlp-proto-http",
-    "xds-protos",
+    "helm-python-sdk",
+    "kubernetes-validate",
+    "pyyaml",
 ];
 
 /// The virtualenv's interpreter (the tests find it there too).
@@ -66,5 +70,43 @@ pub fn ensure_test_env(steps: &mut Steps) -> Result<()> {
     util::run(util::command(&python).args(["-c", &imports]))
         .context("the virtualenv still cannot import the test modules")?;
     step.ok(format!("installed {}", REQUIREMENTS.join(", ")));
+    ensure_envoy_protos(steps)
+}
+
+/// Envoy's generated protos (PyPI `xds-protos`) go to `target/pyenv-xds`, on the
+/// `PYTHONPATH` of the ext_authz client only: the package also ships older copies of the
+/// OpenTelemetry protos, which would shadow `opentelemetry-proto` in the virtualenv.
+fn ensure_envoy_protos(steps: &mut Steps) -> Result<()> {
+    let step = steps.start("Envoy protos for the ext_authz client (target/pyenv-xds)");
+    let dir = util::target_dir().join("pyenv-xds");
+    let check = |dir: &PathBuf| {
+        util::succeeds(
+            util::command(interpreter())
+                .env("PYTHONPATH", dir)
+                .args(["-c", "import envoy.service.auth.v3.external_auth_pb2_grpc"]),
+        )
+    };
+    if check(&dir) {
+        step.ok("already complete");
+        return Ok(());
+    }
+    util::run(
+        util::command(interpreter())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-deps", "--upgrade", "--target"])
+            .arg(&dir)
+            .arg("xds-protos"),
+    )
+    .context("pip install xds-protos into target/pyenv-xds failed (is PyPI reachable?)")?;
+    if !check(&dir) {
+        anyhow::bail!("target/pyenv-xds still cannot import Envoy's ext_authz protos");
+    }
+    step.ok("installed xds-protos");
     Ok(())
 }

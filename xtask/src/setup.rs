@@ -16,7 +16,7 @@ use crate::{debian, npm, python};
 
 /// `cargo xtask setup [--test-deps]`.
 pub fn run(test_deps: bool) -> Result<()> {
-    let mut steps = Steps::new("setup", if test_deps { 8 } else { 5 });
+    let mut steps = Steps::new("setup", if test_deps { 9 } else { 5 });
     nightly_toolchain(&mut steps)?;
     rust_src(&mut steps)?;
     let llvm = nightly_llvm(&mut steps)?;

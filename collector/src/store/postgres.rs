@@ -19,6 +19,7 @@ const MIGRATION_LOCK: i64 = 0x746f6b656e6d6574;
 
 pub struct PostgresStore {
     client: Client,
+    url: String,
 }
 
 /// The URL without its password, for messages.
@@ -41,7 +42,25 @@ impl PostgresStore {
         };
         let mut client = Client::connect(url, NoTls).map_err(error)?;
         migrate(&mut client).map_err(error)?;
-        Ok(PostgresStore { client })
+        Ok(PostgresStore {
+            client,
+            url: url.to_string(),
+        })
+    }
+
+    /// The connection, opened again if the server closed it (a restart, a failover, an
+    /// idle timeout): the request that found it broken failed (and is retried by its sender),
+    /// the next one reconnects.
+    fn connected(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.is_closed() {
+            tracing::warn!(url = %redact(&self.url), "the database connection was closed; reconnecting");
+            self.client =
+                Client::connect(&self.url, NoTls).map_err(|source| StoreError::Postgres {
+                    url: redact(&self.url),
+                    source,
+                })?;
+        }
+        Ok(&mut self.client)
     }
 }
 
@@ -52,7 +71,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = self.client.query(sql, params)?;
+        let rows = self.connected()?.query(sql, params)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -95,7 +114,7 @@ impl Store for PostgresStore {
     fn ingest(&mut self, events: &[RatedEvent], now_ns: i64) -> Result<IngestOutcome, StoreError> {
         let mut order: Vec<&RatedEvent> = events.iter().collect();
         order.sort_by(|a, b| a.event.id.cmp(&b.event.id));
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.connected()?.transaction()?;
         let insert = tx.prepare(sql::INSERT)?;
         let finalized_query = tx.prepare(sql::FINALIZED)?;
         let mut finalized = std::collections::HashMap::new();
@@ -169,15 +188,22 @@ impl Store for PostgresStore {
     }
 
     fn record_alert(&mut self, key: &str, now_ns: i64) -> Result<bool, StoreError> {
-        Ok(self.client.execute(sql::RECORD_ALERT, &[&key, &now_ns])? == 1)
+        Ok(self
+            .connected()?
+            .execute(sql::RECORD_ALERT, &[&key, &now_ns])?
+            == 1)
     }
 
     fn is_finalized(&mut self, period: &str) -> Result<bool, StoreError> {
-        Ok(self.client.query_opt(sql::FINALIZED, &[&period])?.is_some())
+        Ok(self
+            .connected()?
+            .query_opt(sql::FINALIZED, &[&period])?
+            .is_some())
     }
 
     fn finalize(&mut self, period: &str, now_ns: i64) -> Result<(), StoreError> {
-        self.client.execute(sql::FINALIZE, &[&period, &now_ns])?;
+        self.connected()?
+            .execute(sql::FINALIZE, &[&period, &now_ns])?;
         Ok(())
     }
 
@@ -186,7 +212,7 @@ impl Store for PostgresStore {
         period: &str,
         decide: &dyn Fn(&UsageEvent) -> (Account, Option<String>),
     ) -> Result<u64, StoreError> {
-        let mut tx = self.client.transaction()?;
+        let mut tx = self.connected()?.transaction()?;
         let rows = tx.query(sql::RERATE_SELECT, &[&period])?;
         let update = tx.prepare(sql::RERATE_UPDATE)?;
         let mut changed = 0;
