@@ -2,8 +2,8 @@
 //! TLS to a bill.
 //!
 //! An OpenAI-compatible server shaped like vLLM's (FastAPI on uvicorn, TLS) is running before
-//! the agent starts; the official `openai` SDK (three users of two enterprises) and curl (no
-//! tenant: billed to `unassigned`) call it. Neither is changed or restarted: the agent reads
+//! the agent starts; the official `openai` SDK (three users of two enterprises), a Node.js
+//! client (static OpenSSL) and curl (no tenant: billed to `unassigned`) call it. Neither is changed or restarted: the agent reads
 //! their TLS plaintext with eBPF and exports one usage record per call and side over OTLP to
 //! the rating collector (SQLite), which bills each call once (the server side) and prints the
 //! bill per enterprise, team and user. The demo checks that the bill's tokens equal what the
@@ -196,7 +196,7 @@ id = "acme"
 name = "Acme Corp"
 [[orgs.teams]]
 id = "search"
-users = ["alice", "bob"]
+users = ["alice", "bob", "dave"]
 
 [[orgs]]
 id = "globex"
@@ -211,6 +211,9 @@ user = "alice"
 [[rules]]
 when = { "tokenmeter.request.user" = "bob" }
 user = "bob"
+[[rules]]
+when = { "tokenmeter.request.user" = "dave" }
+user = "dave"
 [[rules]]
 when = { "tokenmeter.request.user" = "carol" }
 user = "carol"
@@ -329,6 +332,18 @@ fn calls() -> Vec<Call> {
             ],
         ),
         Call {
+            name: "Node.js (static OpenSSL): not streamed, a third acme user".into(),
+            program: "node".into(),
+            args: vec![
+                fixtures::find("openai_client.mjs")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                "{base}".into(),
+                "dave".into(),
+                "7".into(),
+            ],
+        },
+        Call {
             name: "curl: not streamed".into(),
             program: "curl".into(),
             args: [
@@ -351,11 +366,15 @@ impl Call {
     fn run(&self, port: u16) -> Result<String> {
         let base = format!("https://127.0.0.1:{port}/v1");
         let mut cmd = util::command(&self.program);
-        cmd.args(&self.args);
-        if self.program == "curl" {
-            cmd.arg(format!("{base}/chat/completions"));
-        } else {
-            cmd.args(["--base-url", &base]);
+        cmd.args(self.args.iter().map(|a| a.replace("{base}", &base)));
+        match self.program.as_str() {
+            "curl" => {
+                cmd.arg(format!("{base}/chat/completions"));
+            }
+            "node" => {}
+            _ => {
+                cmd.args(["--base-url", &base]);
+            }
         }
         let stdout = util::output_with_timeout(&mut cmd, CLIENT_TIMEOUT)?;
         Ok(format!("{} bytes of response", stdout.len()))
