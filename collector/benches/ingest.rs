@@ -4,7 +4,8 @@
 //! - the full path (`Ingestor::ingest_logs`: OTLP log records -> decode -> account -> price
 //!   entry -> one transaction) at batch sizes 100, 1,000 and 10,000;
 //! - the store alone (`Store::ingest` of rated calls);
-//! - `Store::usage` + `bill::compute` over 1,000,000 stored calls.
+//! - `Store::usage` + `bill::compute` over 1,000,000 stored calls;
+//! - the store alone on PostgreSQL, when `TOKENMETER_BENCH_POSTGRES_URL` names a database.
 //!
 //! Run: `cargo bench -p tokenmeter-collector --bench ingest`.
 
@@ -125,6 +126,19 @@ fn main() {
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     println!("store only, batches of 10000:       {rate:>9.0} records/s ({n} calls)");
+    if let Ok(url) = std::env::var("TOKENMETER_BENCH_POSTGRES_URL") {
+        let mut pg = store::open(&url).expect("PostgreSQL");
+        let n = 200_000u64;
+        let started = Instant::now();
+        for start in (0..n).step_by(10_000) {
+            let batch: Vec<_> = (start..start + 10_000).map(rated).collect();
+            pg.ingest(&batch, 0).expect("ingest");
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "PostgreSQL store, batches of 10000:  {rate:>9.0} records/s ({n} calls, loopback)"
+        );
+    }
     let book = PriceBook::parse(BOOK).expect("book");
     let accounts = Accounts::default();
     let started = Instant::now();

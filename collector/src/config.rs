@@ -63,6 +63,8 @@ pub struct ReceiverConfig {
     pub token_file: Option<PathBuf>,
     /// Largest request body accepted (after decompression).
     pub max_request_bytes: usize,
+    /// TLS (and mutual TLS with a client CA) on both OTLP listeners; plain without it.
+    pub tls: Option<crate::receive::tls::TlsConfig>,
 }
 
 impl Default for ReceiverConfig {
@@ -72,6 +74,7 @@ impl Default for ReceiverConfig {
             http_listen: "0.0.0.0:4318".parse().expect("address"),
             token_file: None,
             max_request_bytes: 16 << 20,
+            tls: None,
         }
     }
 }
@@ -113,6 +116,13 @@ impl CollectorConfig {
         }
         if let Some(tokens) = config.receiver.token_file.as_mut() {
             resolve(tokens);
+        }
+        if let Some(tls) = config.receiver.tls.as_mut() {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            if let Some(ca) = tls.client_ca_file.as_mut() {
+                resolve(ca);
+            }
         }
         if let Some(tokens) = config.api.tokens_file.as_mut() {
             resolve(tokens);

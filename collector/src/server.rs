@@ -261,16 +261,40 @@ pub async fn serve(
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let run = |listener, router, stopped| async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(until_stopped(stopped))
-            .await
-    };
-    let servers = [
-        tokio::spawn(run(grpc, grpc_router, stopped.clone())),
-        tokio::spawn(run(http, http_router, stopped.clone())),
-        tokio::spawn(run(api, api_router, stopped)),
-    ];
+    fn spawn<L>(
+        listener: L,
+        router: Router,
+        stopped: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<std::io::Result<()>>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        })
+    }
+    let mut servers = Vec::new();
+    match &config.receiver.tls {
+        Some(tls) => {
+            let acceptor = receive::tls::acceptor(tls)?;
+            info!(
+                mutual = tls.client_ca_file.is_some(),
+                "the OTLP receivers speak TLS"
+            );
+            let grpc = receive::tls::TlsListener::new(grpc, acceptor.clone())?;
+            let http = receive::tls::TlsListener::new(http, acceptor)?;
+            servers.push(spawn(grpc, grpc_router, until_stopped(stopped.clone())));
+            servers.push(spawn(http, http_router, until_stopped(stopped.clone())));
+        }
+        None => {
+            servers.push(spawn(grpc, grpc_router, until_stopped(stopped.clone())));
+            servers.push(spawn(http, http_router, until_stopped(stopped.clone())));
+        }
+    }
+    servers.push(spawn(api, api_router, until_stopped(stopped)));
     shutdown.await;
     info!("shutting down");
     let _ = stop.send(true);

@@ -38,6 +38,18 @@ fn records(prefix: &str, n: u64) -> Vec<Value> {
 }
 
 fn send(python: &Path, endpoint: &str, protocol: &str, records: &[Value], dir: &Path) {
+    send_with(python, endpoint, protocol, records, dir, &[]);
+}
+
+/// Sends `records` with the official SDK; `extra` are more options of the sender.
+fn send_with(
+    python: &Path,
+    endpoint: &str,
+    protocol: &str,
+    records: &[Value],
+    dir: &Path,
+    extra: &[&str],
+) {
     let file = dir.join(format!("records-{protocol}.json"));
     std::fs::write(&file, serde_json::to_vec(records).unwrap()).unwrap();
     let status = Command::new(python)
@@ -52,6 +64,7 @@ fn send(python: &Path, endpoint: &str, protocol: &str, records: &[Value], dir: &
         ])
         .arg("--records")
         .arg(&file)
+        .args(extra)
         .status()
         .expect("run the OTel SDK sender");
     assert!(status.success(), "the OTel SDK sender failed");
@@ -301,4 +314,82 @@ fn bad_requests_get_otlp_status_codes_and_store_nothing() {
     // 400,000 input at 2.50/M = 1.00, 10 output at 10/M = 0.0001 -> 0.00.
     assert_eq!(bill["orgs"][0]["org"], "unassigned");
     assert_eq!(bill["orgs"][0]["total"], "1.00");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl.
+fn certificates(dir: &Path) {
+    let script = r#"
+set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem 2>/dev/null
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj /CN=$who -keyout $who.key -out $who.csr 2>/dev/null
+done
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem 2>/dev/null
+"#;
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "making test certificates failed");
+}
+
+#[test]
+fn mutual_tls_admits_agents_with_a_certificate_only() {
+    let Some(python) = python("mutual_tls_admits_agents_with_a_certificate_only") else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let collector = Collector::start_with(
+        None,
+        "",
+        &format!(
+            "\n[receiver.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+            file("server.pem"),
+            file("server.key"),
+            file("ca.pem")
+        ),
+    );
+    let grpc = collector.url("grpc").replace("http://", "https://");
+    let calls = records("tls", 12);
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    send_with(
+        &python,
+        &grpc,
+        "grpc",
+        &calls,
+        collector.dir.path(),
+        &["--ca", &ca, "--client-cert", &cert, "--client-key", &key],
+    );
+    assert_eq!(
+        collector.metric("tokenmeter_collector_records_inserted_total"),
+        12
+    );
+    check_bill(&collector.bill("2026-03"), &calls);
+    // Over HTTPS: with the client certificate the request is served; without one there is no
+    // connection at all.
+    let https = format!(
+        "{}/v1/logs",
+        collector.url("http").replace("http://", "https://")
+    );
+    let base = [
+        "-X",
+        "POST",
+        https.as_str(),
+        "--cacert",
+        ca.as_str(),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "{}",
+    ];
+    let (code, _) = curl(&[&base[..], &["--cert", &cert, "--key", &key]].concat());
+    assert_eq!(code, 401, "a TLS client still needs its bearer token");
+    let (code, _) = curl(&base);
+    assert_eq!(code, 0, "no client certificate, no connection");
 }

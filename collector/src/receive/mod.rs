@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod grpc;
 pub mod http;
+pub mod tls;
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
