@@ -93,6 +93,55 @@ impl PostgresStore {
     }
 }
 
+/// A batch as one array per column.
+#[derive(Default)]
+struct Columns {
+    id: Vec<String>,
+    time_ns: Vec<i64>,
+    start_ns: Vec<i64>,
+    period: Vec<String>,
+    billed: Vec<String>,
+    adjustment: Vec<i32>,
+    side: Vec<String>,
+    provider: Vec<String>,
+    operation: Vec<String>,
+    model: Vec<String>,
+    org: Vec<String>,
+    team: Vec<String>,
+    user: Vec<String>,
+    price_id: Vec<Option<String>>,
+    q: [Vec<i64>; 5],
+    pair_key: Vec<String>,
+    attributes: Vec<String>,
+    received_ns: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, rated: &RatedEvent, row: sql::Row, billed: String, late: bool, now_ns: i64) {
+        let e = &rated.event;
+        self.id.push(e.id.clone());
+        self.time_ns.push(e.time_ns);
+        self.start_ns.push(row.start_ns);
+        self.period.push(row.period);
+        self.billed.push(billed);
+        self.adjustment.push(i32::from(late));
+        self.side.push(e.side.as_str().to_string());
+        self.provider.push(e.provider.clone());
+        self.operation.push(e.operation.clone());
+        self.model.push(e.model.clone());
+        self.org.push(rated.account.org.clone());
+        self.team.push(rated.account.team.clone());
+        self.user.push(rated.account.user.clone());
+        self.price_id.push(rated.price_id.clone());
+        for (column, quantity) in self.q.iter_mut().zip(row.quantities) {
+            column.push(quantity);
+        }
+        self.pair_key.push(row.pair_key);
+        self.attributes.push(row.attributes);
+        self.received_ns.push(now_ns);
+    }
+}
+
 fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -115,17 +164,15 @@ impl Store for PostgresStore {
         let mut order: Vec<&RatedEvent> = events.iter().collect();
         order.sort_by(|a, b| a.event.id.cmp(&b.event.id));
         let mut tx = self.connected()?.transaction()?;
-        let insert = tx.prepare(sql::INSERT)?;
-        let finalized_query = tx.prepare(sql::FINALIZED)?;
-        let mut finalized = std::collections::HashMap::new();
-        let mut outcome = IngestOutcome::default();
         let current = period_of(now_ns);
+        let mut finalized = std::collections::HashMap::new();
+        let mut columns = Columns::default();
         for rated in order {
             let row = sql::Row::of(rated);
             let late = match finalized.get(&row.period) {
                 Some(f) => *f,
                 None => {
-                    let f = tx.query_opt(&finalized_query, &[&row.period])?.is_some();
+                    let f = tx.query_opt(sql::FINALIZED, &[&row.period])?.is_some();
                     finalized.insert(row.period.clone(), f);
                     f
                 }
@@ -135,43 +182,45 @@ impl Store for PostgresStore {
             } else {
                 row.period.clone()
             };
-            let e = &rated.event;
-            let changed = tx.execute(
-                &insert,
-                &[
-                    &e.id,
-                    &e.time_ns,
-                    &row.start_ns,
-                    &row.period,
-                    &billed,
-                    &i32::from(late),
-                    &e.side.as_str(),
-                    &e.provider,
-                    &e.operation,
-                    &e.model,
-                    &rated.account.org,
-                    &rated.account.team,
-                    &rated.account.user,
-                    &rated.price_id,
-                    &row.quantities[0],
-                    &row.quantities[1],
-                    &row.quantities[2],
-                    &row.quantities[3],
-                    &row.quantities[4],
-                    &row.pair_key,
-                    &row.attributes,
-                    &now_ns,
-                ],
-            )?;
-            if changed == 0 {
-                outcome.duplicates += 1;
-            } else {
-                outcome.inserted += 1;
-                outcome.adjustments += u64::from(late);
-            }
+            columns.push(rated, row, billed, late, now_ns);
         }
+        // One statement for the whole batch: a row per call, unnested from one array per
+        // column, instead of a round trip per call.
+        let c = &columns;
+        let inserted = tx.query(
+            sql::INSERT_UNNEST,
+            &[
+                &c.id,
+                &c.time_ns,
+                &c.start_ns,
+                &c.period,
+                &c.billed,
+                &c.adjustment,
+                &c.side,
+                &c.provider,
+                &c.operation,
+                &c.model,
+                &c.org,
+                &c.team,
+                &c.user,
+                &c.price_id,
+                &c.q[0],
+                &c.q[1],
+                &c.q[2],
+                &c.q[3],
+                &c.q[4],
+                &c.pair_key,
+                &c.attributes,
+                &c.received_ns,
+            ],
+        )?;
         tx.commit()?;
-        Ok(outcome)
+        let adjustments = inserted.iter().filter(|r| r.get::<_, i32>(0) == 1).count() as u64;
+        Ok(IngestOutcome {
+            inserted: inserted.len() as u64,
+            duplicates: (c.id.len() - inserted.len()) as u64,
+            adjustments,
+        })
     }
 
     fn usage(&mut self, period: &str, policy: SidePolicy) -> Result<Vec<UsageRow>, StoreError> {

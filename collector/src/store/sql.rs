@@ -17,6 +17,19 @@ pub const INSERT: &str = "INSERT INTO usage (id, time_ns, start_ns, period, bill
         $15, $16, $17, $18, $19, $20, $21, $22)
     ON CONFLICT (id) DO NOTHING";
 
+/// [`INSERT`] for a whole batch on PostgreSQL: one array per column. Returns the
+/// `adjustment` flag of each row inserted (duplicates return nothing).
+pub const INSERT_UNNEST: &str = "INSERT INTO usage (id, time_ns, start_ns, period, billed_period,
+        adjustment, side, provider, operation, model, org, team, \"user\", price_id,
+        input, cached_input, cache_creation_input, output, reasoning,
+        pair_key, attributes, received_ns)
+    SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+        $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+        $19::bigint[], $20::text[], $21::text[], $22::bigint[])
+    ON CONFLICT (id) DO NOTHING
+    RETURNING adjustment";
+
 /// One row when `$1` is finalised.
 pub const FINALIZED: &str = "SELECT 1 FROM periods WHERE period = $1 AND status = 'finalized'";
 
