@@ -230,8 +230,21 @@ pub fn latest_sums(
     requests: &[Value],
     metric: &str,
 ) -> std::collections::BTreeMap<Vec<(String, String)>, u64> {
+    latest_points(requests, metric, "sum")
+        .into_iter()
+        .map(|(key, point)| (key, int(&point["as_int"]).unwrap_or(0)))
+        .collect()
+}
+
+/// The latest data point of each series of `metric` (`kind`: `sum`, `histogram`), keyed by
+/// its sorted attributes.
+pub fn latest_points(
+    requests: &[Value],
+    metric: &str,
+    kind: &str,
+) -> std::collections::BTreeMap<Vec<(String, String)>, Value> {
     let mut latest = std::collections::BTreeMap::new();
-    for point in data_points(requests, metric, "sum") {
+    for point in data_points(requests, metric, kind) {
         let mut key: Vec<(String, String)> = point["attributes"]
             .as_array()
             .into_iter()
@@ -246,8 +259,7 @@ pub fn latest_sums(
             })
             .collect();
         key.sort();
-        let value = int(&point["as_int"]).unwrap_or(0);
-        latest.insert(key, value);
+        latest.insert(key, point);
     }
     latest
 }

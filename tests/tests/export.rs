@@ -226,16 +226,14 @@ fn usage_reaches_a_real_collector_as_logs_and_metrics() {
     assert_eq!(counter_total(&receiver, "server", "input"), input);
     assert_eq!(counter_total(&receiver, "server", "output"), output);
     assert_eq!(counter_total(&receiver, "client", "output"), output);
-    let last = metrics.last().cloned().into_iter().collect::<Vec<_>>();
-    let histogram_input: f64 = otlp::data_points(&last, "gen_ai.client.token.usage", "histogram")
-        .iter()
-        .filter(|p| {
-            p["attributes"].as_array().unwrap().iter().any(|kv| {
-                kv["key"] == "gen_ai.token.type" && kv["value"]["string_value"] == "input"
-            })
-        })
-        .map(|p| p["sum"].as_f64().unwrap())
-        .sum();
+    // Cumulative histograms: the latest point of each series holds its total (a collector may
+    // split one export into several requests, so every request is read).
+    let histogram_input: f64 =
+        otlp::latest_points(&metrics, "gen_ai.client.token.usage", "histogram")
+            .into_iter()
+            .filter(|(series, _)| series.contains(&("gen_ai.token.type".into(), "input".into())))
+            .map(|(_, p)| p["sum"].as_f64().unwrap())
+            .sum();
     assert_eq!(
         histogram_input,
         (2 * input) as f64,

@@ -295,13 +295,26 @@ fn inspect(candidate: &Candidate, file: File, pid: u32) -> Verdict {
     match find_tls_symbols(&file, path) {
         Ok(symbols) if symbols.is_tls_library() => Verdict::Tls(symbols, file),
         Ok(_) => {
-            // Executables without a static OpenSSL are the common case: not worth a line.
-            if candidate.kind == CandidateKind::TlsLibrary {
-                info!(
+            match candidate.kind {
+                CandidateKind::TlsLibrary => info!(
                     path = %path.display(),
                     pid,
                     "skipping library without SSL_read/SSL_write symbols"
-                );
+                ),
+                // Executables without a TLS library inside are the common case: no line. One
+                // with a stripped static build gets one, once per file.
+                _ => {
+                    if let Some(library) = crate::capture::symbols::embedded_tls_library(&file) {
+                        warn!(
+                            path = %path.display(),
+                            pid,
+                            library,
+                            "this executable links {library} statically with its symbols stripped: its \
+                             TLS traffic cannot be metered (build it with symbols, or link the TLS \
+                             library dynamically)"
+                        );
+                    }
+                }
             }
             Verdict::Skip
         }

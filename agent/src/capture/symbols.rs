@@ -97,6 +97,35 @@ pub enum SymbolError {
     },
 }
 
+/// Whether a file without TLS symbols has a TLS library linked in anyway (a stripped static
+/// build): OpenSSL and BoringSSL leave their source paths in the binary for their error
+/// reports. Such a file cannot be probed by symbol; saying so beats silence.
+pub fn embedded_tls_library(file: &File) -> Option<&'static str> {
+    // SAFETY: read-only map, dropped before returning (as in `find_functions`).
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    // The markers are stored reversed, so this agent's own executable does not contain them.
+    let has = |reversed: &[u8]| {
+        let needle: Vec<u8> = reversed.iter().rev().copied().collect();
+        memchr::memmem::find(&map, &needle).is_some()
+    };
+    if has(b"/metats/lss") {
+        Some("OpenSSL")
+    } else if has(b"cc.bil_lss/lss") || has(b"cc.tneilc_ekahsdnah/lss") {
+        Some("BoringSSL")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod embedded_tests {
+    #[test]
+    fn the_agent_itself_does_not_look_like_a_stripped_tls_build() {
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
+        assert_eq!(super::embedded_tls_library(&exe), None);
+    }
+}
+
 /// Reads the TLS probe points of an open ELF file; `path` only names it in errors.
 pub fn find_tls_symbols(file: &File, path: &Path) -> Result<TlsSymbols, SymbolError> {
     let names: Vec<&str> = TlsProbe::ALL.iter().map(|p| p.symbol()).collect();
