@@ -18,6 +18,7 @@ use tokenmeter_tests::{e2e_prelude, fixtures, nonce, wait};
 fn otlp_agent(endpoint: &str, protocol: &str, spool: &Path) -> Agent {
     Agent::start(AgentOptions {
         meter: true,
+        metrics: true,
         run_args: vec![
             "--export".into(),
             "otlp".into(),
@@ -273,6 +274,25 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     let during = server.served().len();
     std::thread::sleep(Duration::from_secs(60));
     let after_outage = server.served().len();
+    // The agent's health shows the outage: failed deliveries, a lag, records waiting on disk.
+    let (_, health) = agent.get("/metrics");
+    assert!(
+        metric(&health, "tokenmeter_export_failures_total") > 0,
+        "{health}"
+    );
+    assert!(
+        metric(&health, "tokenmeter_export_lag_seconds") >= 10,
+        "{health}"
+    );
+    assert!(
+        metric(&health, "tokenmeter_export_spool_bytes") > 0,
+        "{health}"
+    );
+    assert_eq!(
+        metric(&health, "tokenmeter_export_spool_on_disk"),
+        1,
+        "{health}"
+    );
     assert!(
         after_outage > during + 20,
         "the load went on during the outage"
@@ -286,6 +306,20 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     );
     let served = server.served();
     wait_for_server_records(&receiver, served.len(), Duration::from_secs(90));
+    // Recovered: no lag, and everything delivered was counted.
+    let (_, health) = agent.get("/metrics");
+    assert_eq!(
+        metric(&health, "tokenmeter_export_lag_seconds"),
+        0,
+        "{health}"
+    );
+    assert!(
+        metric(&health, "tokenmeter_export_records_delivered_total") >= 2 * served.len() as u64 - 2
+    );
+    assert_eq!(
+        metric(&health, "tokenmeter_export_records_dropped_total"),
+        0
+    );
     let run = agent.stop();
     run.assert_clean_exit();
     let records = wait_for_records(
@@ -309,6 +343,14 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     // The cumulative counter converged to the true total.
     let input: u64 = served.iter().map(|s| s.prompt_tokens).sum();
     assert_eq!(wait_for_counter(&receiver, input), input);
+}
+
+/// A metric's value in the Prometheus text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the agent's /metrics"))
 }
 
 /// Record ids in the spool's segment files (what the agent made durable).
