@@ -242,9 +242,7 @@ pub async fn serve(
                         get(&alerter.webhook_failures),
                     ),
                 ] {
-                    text.push_str(&format!(
-                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-                    ));
+                    receive::counter_text(&mut text, name, help, value);
                 }
                 text
             }),

@@ -2,8 +2,8 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use support::{curl, Collector, TOKEN};
+use serde_json::Value;
+use support::{curl, post_usage, Collector, MARCH_10_NS};
 
 const SEARCH: &str = "search-team-token-000000000001";
 const ADS: &str = "ads-team-token-000000000000002";
@@ -19,29 +19,6 @@ fn get(collector: &Collector, token: Option<&str>, path: &str) -> (u16, Value) {
     }
     let (code, body) = curl(&args);
     (code, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn post_usage(collector: &Collector, id: &str, time_ns: u64, attributes: Value, tokens: u64) {
-    let mut attributes = attributes.as_array().unwrap().clone();
-    attributes.push(json!({"key": "tokenmeter.record.id", "value": {"stringValue": id}}));
-    attributes.push(json!({"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o"}}));
-    attributes.push(
-        json!({"key": "gen_ai.usage.input_tokens", "value": {"intValue": tokens.to_string()}}),
-    );
-    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
-        "timeUnixNano": time_ns.to_string(), "eventName": "tokenmeter.usage", "attributes": attributes}]}]}]});
-    let (code, reply) = curl(&[
-        "-X",
-        "POST",
-        &format!("{}/v1/logs", collector.url("http")),
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("authorization: Bearer {TOKEN}"),
-        "--data-binary",
-        &body.to_string(),
-    ]);
-    assert_eq!(code, 200, "{reply}");
 }
 
 #[test]
@@ -64,17 +41,18 @@ fn a_team_token_reads_its_own_usage_and_bills_only() {
         &format!("tokens_file = {:?}\n", tokens.display().to_string()),
     );
     // 2026-03-10: alice (acme/search) and an ads-agents pod (acme/ads), carol (globex).
-    let t = 1_773_100_800_000_000_000u64;
-    let user = |u: &str| json!([{"key": "tokenmeter.request.user", "value": {"stringValue": u}}]);
-    post_usage(&collector, "api-1", t, user("alice"), 1000);
+    let t = MARCH_10_NS;
+    let user = "tokenmeter.request.user";
+    post_usage(&collector, "api-1", t, &[(user, "alice")], 1000, None);
     post_usage(
         &collector,
         "api-2",
         t,
-        json!([{"key": "k8s.namespace.name", "value": {"stringValue": "ads-agents"}}]),
+        &[("k8s.namespace.name", "ads-agents")],
         2000,
+        None,
     );
-    post_usage(&collector, "api-3", t, user("carol"), 4000);
+    post_usage(&collector, "api-3", t, &[(user, "carol")], 4000, None);
 
     let teams = |body: &Value| -> Vec<String> {
         body["usage"]

@@ -6,30 +6,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use serde_json::{json, Value};
-use support::{capture_server, curl, Collector, TOKEN};
+use serde_json::Value;
+use support::{capture_server, post_usage, Collector, MARCH_10_NS};
 
-fn post_usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
-    // 2026-03-10.
-    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
-        "timeUnixNano": "1773100800000000000", "eventName": "tokenmeter.usage", "attributes": [
-            {"key": "tokenmeter.record.id", "value": {"stringValue": id}},
-            {"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o"}},
-            {"key": "tokenmeter.request.user", "value": {"stringValue": user}},
-            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": input.to_string()}},
-            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": output.to_string()}}]}]}]}]});
-    let (code, reply) = curl(&[
-        "-X",
-        "POST",
-        &format!("{}/v1/logs", collector.url("http")),
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("authorization: Bearer {TOKEN}"),
-        "--data-binary",
-        &body.to_string(),
-    ]);
-    assert_eq!(code, 200, "{reply}");
+/// A call of `user` on 2026-03-10.
+fn usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
+    let attributes = [("tokenmeter.request.user", user)];
+    post_usage(collector, id, MARCH_10_NS, &attributes, input, Some(output));
 }
 
 fn export(collector: &Collector, args: &[&str]) -> std::process::Output {
@@ -66,9 +49,9 @@ fn a_finalised_period_reaches_lago_openmeter_a_signed_webhook_and_files() {
         bills.display().to_string()
     );
     let collector = Collector::start_with(None, &exporters, "");
-    post_usage(&collector, "e-1", "alice", 1_000_000, 200_000);
-    post_usage(&collector, "e-2", "bob", 400_000, 100_000);
-    post_usage(&collector, "e-3", "carol", 250_000, 50_000);
+    usage(&collector, "e-1", "alice", 1_000_000, 200_000);
+    usage(&collector, "e-2", "bob", 400_000, 100_000);
+    usage(&collector, "e-3", "carol", 250_000, 50_000);
 
     let out = export(&collector, &["--period", "2026-03"]);
     assert!(
@@ -196,7 +179,7 @@ fn an_open_period_or_a_failing_engine_is_named() {
         ),
         "",
     );
-    post_usage(&collector, "f-1", "alice", 10, 10);
+    usage(&collector, "f-1", "alice", 10, 10);
     // The current month is open: only --draft exports it.
     let current = chrono::Utc::now().format("%Y-%m").to_string();
     let out = export(&collector, &["--period", &current]);

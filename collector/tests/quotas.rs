@@ -8,35 +8,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::{curl, python, wait_for, Collector, TOKEN};
+use serde_json::Value;
+use support::{curl, now_ns, post_usage, python, wait_for, Collector};
 
 /// Posts usage of `user` now (OTLP/JSON).
 fn usage(collector: &Collector, id: &str, user: &str, input: u64, output: u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
-        "timeUnixNano": now.to_string(), "eventName": "tokenmeter.usage", "attributes": [
-            {"key": "tokenmeter.record.id", "value": {"stringValue": id}},
-            {"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o"}},
-            {"key": "tokenmeter.request.user", "value": {"stringValue": user}},
-            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": input.to_string()}},
-            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": output.to_string()}}]}]}]}]})
-    .to_string();
-    let (code, reply) = curl(&[
-        "-X",
-        "POST",
-        &format!("{}/v1/logs", collector.url("http")),
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("authorization: Bearer {TOKEN}"),
-        "--data-binary",
-        &body,
-    ]);
-    assert_eq!(code, 200, "{reply}");
+    let attributes = [("tokenmeter.request.user", user)];
+    post_usage(collector, id, now_ns(), &attributes, input, Some(output));
 }
 
 fn ext_authz(python: &Path, collector: &Collector, user: &str) -> Value {

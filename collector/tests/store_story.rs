@@ -131,6 +131,28 @@ fn the_store_story_on_sqlite() {
 }
 
 #[test]
+fn reopening_sqlite_keeps_the_data_and_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("usage.db").display());
+    {
+        let mut store = store::open(&url).unwrap();
+        store
+            .ingest(&[event("a", Side::Server, at(3, 1), 1, 1)], at(3, 1))
+            .unwrap();
+    }
+    let mut store = store::open(&url).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+}
+
+#[test]
+fn a_sqlite_file_that_cannot_be_opened_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("missing/usage.db").display());
+    let err = store::open(&url).err().unwrap().to_string();
+    assert!(err.contains("sqlite:") && err.contains("missing"), "{err}");
+}
+
+#[test]
 fn the_store_story_on_postgres() {
     let Some(url) = support::postgres_database("store_story") else {
         return;

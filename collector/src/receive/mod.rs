@@ -237,14 +237,19 @@ impl Ingestor {
                 get(&m.auth_failures),
             ),
         ] {
-            use std::fmt::Write;
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            counter_text(&mut out, name, help, value);
         }
         out
     }
+}
+
+/// Appends one counter in the Prometheus text format.
+pub fn counter_text(out: &mut String, name: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }
 
 pub fn now_ns() -> i64 {

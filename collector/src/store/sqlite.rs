@@ -212,7 +212,3 @@ impl Store for SqliteStore {
             .query_row("SELECT count(*) FROM usage", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
-
-#[cfg(test)]
-#[path = "sqlite_tests.rs"]
-mod tests;

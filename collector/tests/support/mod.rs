@@ -269,3 +269,51 @@ pub fn bodies(requests: &Requests) -> impl Fn() -> Vec<Value> + '_ {
             .collect()
     }
 }
+
+/// 2026-03-10T00:00Z, in ns: a day in a period long finalisable.
+pub const MARCH_10_NS: u128 = 1_773_100_800_000_000_000;
+
+/// Now, in ns.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Posts one gpt-4o usage record ending at `time_ns` as OTLP/JSON and asserts it was
+/// accepted. `attributes` are string attributes besides the id and the model; `output` is
+/// left out when `None`.
+pub fn post_usage(
+    collector: &Collector,
+    id: &str,
+    time_ns: u128,
+    attributes: &[(&str, &str)],
+    input: u64,
+    output: Option<u64>,
+) {
+    let string =
+        |key: &str, value: &str| serde_json::json!({"key": key, "value": {"stringValue": value}});
+    let int = |key: &str, value: u64| serde_json::json!({"key": key, "value": {"intValue": value.to_string()}});
+    let mut all = vec![
+        string("tokenmeter.record.id", id),
+        string("gen_ai.response.model", "gpt-4o"),
+    ];
+    all.extend(attributes.iter().map(|(k, v)| string(k, v)));
+    all.push(int("gen_ai.usage.input_tokens", input));
+    all.extend(output.map(|o| int("gen_ai.usage.output_tokens", o)));
+    let body = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": time_ns.to_string(), "eventName": "tokenmeter.usage", "attributes": all}]}]}]});
+    let (code, reply) = curl(&[
+        "-X",
+        "POST",
+        &format!("{}/v1/logs", collector.url("http")),
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &format!("authorization: Bearer {TOKEN}"),
+        "--data-binary",
+        &body.to_string(),
+    ]);
+    assert_eq!(code, 200, "{reply}");
+}
