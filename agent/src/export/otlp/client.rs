@@ -34,24 +34,9 @@ pub fn log_exporter(
     let exporter = match config.protocol {
         OtlpProtocol::Grpc => {
             let _context = runtime.enter();
-            let builder = builder
-                .with_tonic()
-                .with_endpoint(&config.endpoint)
-                .with_timeout(config.timeout)
-                .with_metadata(metadata(config)?);
-            match tls(config)? {
-                Some(tls) => builder.with_tls_config(tls).build(),
-                None => builder.build(),
-            }
+            grpc(builder.with_tonic(), config)?.build()
         }
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("{}/v1/logs", config.endpoint))
-            .with_timeout(config.timeout)
-            .with_headers(headers(config))
-            .with_http_client(http_client(config)?)
-            .build(),
+        OtlpProtocol::HttpProtobuf => http(builder.with_http(), config, "logs")?.build(),
     };
     exporter.with_context(|| format!("OTLP log exporter for {}", config.endpoint))
 }
@@ -64,26 +49,37 @@ pub fn metric_exporter(
     let exporter = match config.protocol {
         OtlpProtocol::Grpc => {
             let _context = runtime.enter();
-            let builder = builder
-                .with_tonic()
-                .with_endpoint(&config.endpoint)
-                .with_timeout(config.timeout)
-                .with_metadata(metadata(config)?);
-            match tls(config)? {
-                Some(tls) => builder.with_tls_config(tls).build(),
-                None => builder.build(),
-            }
+            grpc(builder.with_tonic(), config)?.build()
         }
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(format!("{}/v1/metrics", config.endpoint))
-            .with_timeout(config.timeout)
-            .with_headers(headers(config))
-            .with_http_client(http_client(config)?)
-            .build(),
+        OtlpProtocol::HttpProtobuf => http(builder.with_http(), config, "metrics")?.build(),
     };
     exporter.with_context(|| format!("OTLP metric exporter for {}", config.endpoint))
+}
+
+/// The gRPC settings every signal's exporter gets (call inside the OTLP runtime).
+fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, config: &ResolvedOtlp) -> Result<B> {
+    let builder = builder
+        .with_endpoint(&config.endpoint)
+        .with_timeout(config.timeout)
+        .with_metadata(metadata(config)?);
+    Ok(match tls(config)? {
+        Some(tls) => builder.with_tls_config(tls),
+        None => builder,
+    })
+}
+
+/// The HTTP/protobuf settings of a signal's exporter; `signal` names its path (`/v1/logs`).
+fn http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    config: &ResolvedOtlp,
+    signal: &str,
+) -> Result<B> {
+    Ok(builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}/v1/{signal}", config.endpoint))
+        .with_timeout(config.timeout)
+        .with_headers(headers(config))
+        .with_http_client(http_client(config)?))
 }
 
 fn headers(config: &ResolvedOtlp) -> HashMap<String, String> {
