@@ -41,6 +41,9 @@ fn record(i: u64) -> UsageRecord {
             pod_uid: Some(format!("pod-{}", i % 8)),
             ..Default::default()
         },
+        node_name: Some("node-a".into()),
+        pod: None,
+        tenant: Default::default(),
         client_address: Some("10.0.0.1:51000".into()),
         server_address: Some("10.0.0.2:8443".into()),
         api: Api::OpenAiChatCompletions,

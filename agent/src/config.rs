@@ -21,6 +21,10 @@ pub struct AgentConfig {
     pub http: crate::http::HttpConfig,
     /// Identity taken from requests.
     pub identity: crate::attribution::IdentityConfig,
+    /// Pod metadata from the Kubernetes API.
+    pub kubernetes: crate::attribution::kubernetes::KubernetesConfig,
+    /// Which pod labels or request fields name a call's user, team and org.
+    pub tenants: crate::attribution::TenantConfig,
     /// Tokenizers for counting tokens the server did not report.
     pub tokens: crate::tokens::TokenizerConfig,
     /// Where usage records go, the spool, the OTLP connection.
@@ -165,6 +169,12 @@ impl AgentConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        crate::attribution::TenantResolver::new(self.tenants.clone()).map_err(|reason| {
+            ConfigError::Invalid {
+                field: "tenants".into(),
+                reason,
+            }
+        })?;
         self.tokens.validate().map_err(|e| ConfigError::Invalid {
             field: "tokens".into(),
             reason: e.to_string(),

@@ -142,10 +142,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (common, mut sink): (CommonArgs, Box<dyn StreamSink>) = match cli.command {
         Command::Run(args) => {
             let export = export::build(&config.export, metrics.clone())?;
+            // The identity stage keeps the headers the tenant rules read.
+            let mut identity = config.identity.clone();
+            for header in attribution::TenantResolver::headers(&config.tenants) {
+                if !identity.headers.contains(&header) {
+                    identity.headers.push(header);
+                }
+            }
+            let pods = attribution::kubernetes::start(&config.kubernetes, metrics.clone());
+            let attributor = attribution::Attributor::new(
+                &config.kubernetes,
+                pods,
+                attribution::TenantResolver::new(config.tenants.clone())
+                    .map_err(anyhow::Error::msg)?,
+                metrics.clone(),
+            );
             let meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),
                 tokens::TokenCounter::new(&config.tokens)?,
-                attribution::IdentityExtractor::new(&config.identity)?,
+                attribution::IdentityExtractor::new(&identity)?,
+                attributor,
                 export,
                 metrics.clone(),
             );

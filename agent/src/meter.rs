@@ -22,7 +22,7 @@ use lru::LruCache;
 use tracing::{debug, warn};
 
 use crate::{
-    attribution::{Identity, IdentityExtractor, Workload},
+    attribution::{Attributor, Identity, IdentityExtractor, Workload},
     capture::sockets::SocketPair,
     export::RecordSink,
     http::{Body, Exchange, HttpStage},
@@ -69,6 +69,7 @@ impl Meter {
         http: HttpStage,
         counter: TokenCounter,
         identity: IdentityExtractor,
+        attributor: Attributor,
         export: Box<dyn RecordSink + Send>,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
@@ -93,6 +94,7 @@ impl Meter {
                 let mut worker = RecordWorker {
                     counter,
                     records,
+                    attributor,
                     export,
                     metrics: worker_metrics,
                     tokenizer_errors_logged: 0,
@@ -189,6 +191,7 @@ impl Meter {
 struct RecordWorker {
     counter: TokenCounter,
     records: RecordFactory,
+    attributor: Attributor,
     export: Box<dyn RecordSink + Send>,
     metrics: Arc<AgentMetrics>,
     tokenizer_errors_logged: usize,
@@ -213,12 +216,13 @@ impl RecordWorker {
             warn!(%error, "tokenizer unavailable: counts for its models are estimated");
             self.tokenizer_errors_logged += 1;
         }
-        let Some(record) = self
+        let Some(mut record) = self
             .records
             .build(&exchange, &meta, addresses, &call, counts, identity)
         else {
             return;
         };
+        self.attributor.attribute(&mut record);
         self.metrics.records.fetch_add(1, Ordering::Relaxed);
         if let Some(error) = &record.error {
             self.metrics

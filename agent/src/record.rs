@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    attribution::{Identity, Workload},
+    attribution::{kubernetes::PodAttributes, Identity, Tenant, Workload},
     capture::sockets::SocketPair,
     http::{Exchange, HttpError, HttpVersion, Role},
     llm::{Api, LlmCall},
@@ -31,6 +31,15 @@ pub struct UsageRecord {
     pub cgroup_id: u64,
     /// The process's pod and container (`k8s.pod.uid`, `container.id`) and cgroup.
     pub workload: Workload,
+    /// The node the agent runs on (`k8s.node.name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The pod's metadata from the Kubernetes API, when the agent has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodAttributes>,
+    /// Who the call is billed to, by the operator's tenant rules.
+    #[serde(skip_serializing_if = "Tenant::is_empty")]
+    pub tenant: Tenant,
     /// The connection's client and server socket addresses (`ip:port`), when the TLS library
     /// was given a socket (`SSL_set_fd`): with the start time they pair the client-side and
     /// server-side records of one call, even across nodes.
@@ -137,6 +146,9 @@ fn build(
         comm: meta.comm.clone(),
         cgroup_id: meta.cgroup_id,
         workload: meta.workload.clone(),
+        node_name: None,
+        pod: None,
+        tenant: Tenant::default(),
         client_address: None,
         server_address: None,
         api,

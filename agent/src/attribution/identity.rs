@@ -11,7 +11,7 @@ use sha2::Sha256;
 use crate::http::Headers;
 
 /// `[identity]` in the agent's configuration.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// Request headers copied into the record (lower-case names), e.g. a gateway's user id.

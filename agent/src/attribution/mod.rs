@@ -1,10 +1,17 @@
 //! Attribution: who a request is for. From the request itself: a fingerprint of its API key,
 //! configured identity headers, and the body's `user` field; from the process: the pod and
-//! container its cgroup names. (Pod metadata and tenants from the Kubernetes API come with
-//! their own change.)
+//! container its cgroup names, the pod's metadata from the Kubernetes API, and the tenant
+//! (user, team, org) the operator's rules derive from both. The GPU share of each pod comes
+//! from NVML.
 
+mod attributor;
+pub mod gpu;
 mod identity;
+pub mod kubernetes;
+mod tenant;
 mod workload;
 
+pub use attributor::Attributor;
 pub use identity::{Identity, IdentityConfig, IdentityExtractor};
+pub use tenant::{ApiKeyOwner, Source, Tenant, TenantConfig, TenantResolver, TenantRules};
 pub use workload::Workload;

@@ -33,6 +33,11 @@ pub struct AgentMetrics {
     /// How long deliveries have been failing (0 when they succeed).
     pub export_lag_ms: AtomicU64,
     pub export_last_delivery_us: AtomicU64,
+    /// Pods the Kubernetes API described (deleted ones in their grace period included).
+    pub pods_known: AtomicU64,
+    pub kubernetes_errors: AtomicU64,
+    /// Records of a pod (by cgroup) the API had not described (yet).
+    pub records_without_pod_metadata: AtomicU64,
 }
 
 /// (name, help) of the capture counters, in `CaptureCounters` order.
@@ -99,7 +104,12 @@ impl AgentMetrics {
         for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
             metric(&mut out, name, "counter", help, &[("", get(value))]);
         }
-        let gauges: [(&str, &str, u64); 6] = [
+        let gauges: [(&str, &str, u64); 7] = [
+            (
+                "tokenmeter_attribution_pods_known",
+                "Pods of this node the Kubernetes API described.",
+                get(&self.pods_known),
+            ),
             (
                 "tokenmeter_export_spool_on_disk",
                 "1 while undelivered records are kept in the disk spool, 0 when only in memory.",
@@ -134,7 +144,17 @@ impl AgentMetrics {
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
         }
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 14] = [
+            (
+                "tokenmeter_attribution_kubernetes_errors_total",
+                "Failed lists and watches of pods (each retried with backoff).",
+                get(&self.kubernetes_errors),
+            ),
+            (
+                "tokenmeter_attribution_records_without_pod_metadata_total",
+                "Records of a pod the Kubernetes API had not described: uid and container id only.",
+                get(&self.records_without_pod_metadata),
+            ),
             (
                 "tokenmeter_export_records_delivered_total",
                 "Usage records the receiver acknowledged.",

@@ -65,6 +65,14 @@ const RECORD: &[(&str, &str)] = &[
     ("/workload/container_id", "container.id"),
     ("/workload/container_runtime", "container.runtime.name"),
     ("/workload/qos_class", "tokenmeter.k8s.pod.qos_class"),
+    ("/node_name", "k8s.node.name"),
+    ("/pod/name", "k8s.pod.name"),
+    ("/pod/namespace", "k8s.namespace.name"),
+    ("/pod/container", "k8s.container.name"),
+    ("/pod/service_account", "tokenmeter.k8s.pod.service_account"),
+    ("/tenant/user", "tokenmeter.user"),
+    ("/tenant/team", "tokenmeter.team"),
+    ("/tenant/org", "tokenmeter.org"),
 ];
 
 /// Every attribute of a usage record's log record.
@@ -83,6 +91,25 @@ pub fn record_attributes(record: &Json) -> Vec<KeyValue> {
         {
             out.push(KeyValue::new(format!("{prefix}.address"), host));
             out.push(KeyValue::new(format!("{prefix}.port"), port));
+        }
+    }
+    // `k8s.deployment.name`, `k8s.statefulset.name`, ...
+    if let (Some(kind), Some(name)) = (
+        text(record, "/pod/workload_kind"),
+        text(record, "/pod/workload_name"),
+    ) {
+        out.push(KeyValue::new(format!("k8s.{kind}.name"), name.to_string()));
+    }
+    for (field, prefix) in [
+        ("/pod/labels", "k8s.pod.label"),
+        ("/pod/annotations", "k8s.pod.annotation"),
+    ] {
+        if let Some(Json::Object(map)) = record.pointer(field) {
+            for (key, value) in map {
+                if let Some(value) = value.as_str() {
+                    out.push(KeyValue::new(format!("{prefix}.{key}"), value.to_string()));
+                }
+            }
         }
     }
     if let Some(Json::Object(headers)) = record.pointer("/identity/headers") {
@@ -160,6 +187,10 @@ mod tests {
             "identity": {"api_key_fingerprint": "hmac-sha256:ab", "headers": {"x-team": "search"}},
             "server_address": "[::1]:8443",
             "workload": {"pod_uid": "uid-1"},
+            "node_name": "node-a",
+            "pod": {"name": "search-agent-1", "namespace": "search", "workload_kind": "deployment",
+                    "workload_name": "search-agent", "labels": {"app.kubernetes.io/name": "agent"}},
+            "tenant": {"team": "search", "org": "acme"},
         });
         let attributes = record_attributes(&record);
         assert_eq!(
@@ -186,5 +217,17 @@ mod tests {
             Some(&Value::from("search"))
         );
         assert_eq!(model(&record), Some("llama"));
+        for (key, value) in [
+            ("k8s.node.name", "node-a"),
+            ("k8s.pod.name", "search-agent-1"),
+            ("k8s.namespace.name", "search"),
+            ("k8s.deployment.name", "search-agent"),
+            ("k8s.pod.label.app.kubernetes.io/name", "agent"),
+            ("tokenmeter.team", "search"),
+            ("tokenmeter.org", "acme"),
+        ] {
+            assert_eq!(get(&attributes, key), Some(&Value::from(value)), "{key}");
+        }
+        assert_eq!(get(&attributes, "tokenmeter.user"), None);
     }
 }

@@ -1,0 +1,62 @@
+//! The attribution stage of a record: the node, the pod's metadata and the tenant, added to a
+//! record the worker built. One directory lookup and a few map lookups per record.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use super::{
+    kubernetes::{KubernetesConfig, PodDirectory},
+    TenantResolver,
+};
+use crate::{record::UsageRecord, telemetry::AgentMetrics};
+
+pub struct Attributor {
+    pods: PodDirectory,
+    tenants: TenantResolver,
+    node: Option<String>,
+    labels: Vec<String>,
+    annotations: Vec<String>,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl Attributor {
+    pub fn new(
+        kubernetes: &KubernetesConfig,
+        pods: PodDirectory,
+        tenants: TenantResolver,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        Self {
+            pods,
+            tenants,
+            node: kubernetes.node_name(),
+            labels: kubernetes.pod_labels.clone(),
+            annotations: kubernetes.pod_annotations.clone(),
+            metrics,
+        }
+    }
+
+    /// Adds the node, the pod (when the API described it) and the tenant to a record.
+    pub fn attribute(&self, record: &mut UsageRecord) {
+        record.node_name.clone_from(&self.node);
+        let pod = record
+            .workload
+            .pod_uid
+            .as_deref()
+            .and_then(|uid| self.pods.get(uid));
+        if record.workload.pod_uid.is_some() && pod.is_none() {
+            self.metrics
+                .records_without_pod_metadata
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        record.pod = pod.as_ref().map(|pod| {
+            pod.attributes(
+                record.workload.container_id.as_deref(),
+                &self.labels,
+                &self.annotations,
+            )
+        });
+        record.tenant = self
+            .tenants
+            .resolve(record.side, pod.as_deref(), &record.identity);
+    }
+}

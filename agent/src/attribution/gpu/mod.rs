@@ -1,0 +1,1 @@
+//! GPU use per pod, from NVML. (Being written.)

@@ -1,0 +1,1 @@
+//! A scripted libnvidia-ml.so for the GPU tests (being written).
