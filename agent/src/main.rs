@@ -49,6 +49,9 @@ enum Command {
     /// Debug view: print one JSON line per finished stream direction (pid, comm, connection,
     /// direction, byte count, SHA-256, truncation). Plaintext only with --plaintext.
     Capture(CaptureArgs),
+    /// Print the fingerprint records carry for each API key read from stdin (one per line),
+    /// with the config's identity.fingerprint_key_file: what `[[tenants.api_keys]]` lists.
+    Fingerprint,
 }
 
 #[derive(Args)]
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             (args.common, Box::new(meter))
         }
+        Command::Fingerprint => return print_fingerprints(&config),
         Command::Capture(args) => {
             let limit = args.plaintext.then_some(args.plaintext_limit);
             (
@@ -217,6 +221,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stats.extend(extra);
         }
         write_json(path, &stats)?;
+    }
+    Ok(())
+}
+
+/// `fingerprint`: one line per API key on stdin.
+fn print_fingerprints(config: &AgentConfig) -> anyhow::Result<()> {
+    if config.identity.fingerprint_key_file.is_none() {
+        anyhow::bail!(
+            "identity.fingerprint_key_file is not set in the config: without it fingerprints \
+             change at every start and cannot be listed"
+        );
+    }
+    let identity = attribution::IdentityExtractor::new(&config.identity)?;
+    let mut out = std::io::stdout().lock();
+    for key in std::io::stdin().lines() {
+        let key = key?;
+        let key = key.trim();
+        if !key.is_empty() {
+            writeln!(out, "{}", identity.fingerprint(key))?;
+        }
     }
     Ok(())
 }

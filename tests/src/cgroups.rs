@@ -60,6 +60,18 @@ impl PodCgroup {
             .expect("the container cgroup was created")
     }
 
+    /// `program` run inside the container's cgroup from its first instruction: a shell moves
+    /// itself in, then execs it (add the program's arguments to the returned command).
+    pub fn command(&self, program: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$TOKENMETER_CGROUP_PROCS\" && exec \"$@\"")
+            .arg("in-pod")
+            .arg(program)
+            .env("TOKENMETER_CGROUP_PROCS", self.leaf().join("cgroup.procs"));
+        cmd
+    }
+
     /// Moves a process (all its threads) into the container's cgroup.
     pub fn adopt(&self, pid: u32) {
         std::fs::write(self.leaf().join("cgroup.procs"), pid.to_string())

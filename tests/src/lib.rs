@@ -15,6 +15,7 @@ pub mod clients;
 pub mod expect;
 pub mod fixtures;
 pub mod held;
+pub mod kube;
 pub mod llm;
 pub mod otlp;
 pub mod procmem;

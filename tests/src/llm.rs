@@ -127,9 +127,13 @@ pub struct SdkResult {
 
 /// Runs `fixtures/openai_client.py` with `args` against `server`.
 pub fn openai_client(python: &PathBuf, server: &LlmServer, args: &[&str]) -> SdkResult {
+    run_openai_client(Command::new(python), server, args)
+}
+
+/// [`openai_client`] started as `cmd` (the interpreter, or a wrapper that execs it).
+pub fn run_openai_client(mut cmd: Command, server: &LlmServer, args: &[&str]) -> SdkResult {
     let finished = wait::run(
-        Command::new(python)
-            .arg(fixtures::fixture("openai_client.py"))
+        cmd.arg(fixtures::fixture("openai_client.py"))
             .args(["--base-url", &server.base_url()])
             .args(args),
         Duration::from_secs(60),

@@ -127,7 +127,8 @@ impl IdentityExtractor {
         }
     }
 
-    fn fingerprint(&self, api_key: &str) -> String {
+    /// The fingerprint records carry for this API key.
+    pub fn fingerprint(&self, api_key: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(api_key.as_bytes());
         let digest = mac.finalize().into_bytes();

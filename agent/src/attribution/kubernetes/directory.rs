@@ -37,7 +37,11 @@ impl PodDirectory {
     /// The pod with this uid, if the API described it (deleted pods within their grace too).
     pub fn get(&self, uid: &str) -> Option<Arc<Pod>> {
         let pods = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        pods.by_uid.get(uid).map(|entry| entry.pod.clone())
+        let entry = pods.by_uid.get(uid)?;
+        let expired = entry
+            .deleted_at
+            .is_some_and(|at| at.elapsed() >= pods.grace);
+        (!expired).then(|| entry.pod.clone())
     }
 
     /// Pods known, deleted ones in their grace period included.
