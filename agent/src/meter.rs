@@ -22,7 +22,7 @@ use lru::LruCache;
 use tracing::{debug, warn};
 
 use crate::{
-    attribution::{Attributor, Identity, IdentityExtractor, Workload},
+    attribution::{Attributor, CgroupPaths, Identity, IdentityExtractor, Workload},
     capture::sockets::SocketPair,
     export::RecordSink,
     http::{Body, Exchange, HttpStage},
@@ -56,6 +56,9 @@ pub struct Meter {
     addresses: LruCache<(u32, u64), SocketPair>,
     /// Pod and container by process, read from /proc/PID/cgroup once, dropped at exit.
     workloads: LruCache<u32, Workload>,
+    /// For processes gone before their /proc/PID/cgroup was read: the path of the cgroup id
+    /// the kernel reported.
+    cgroup_paths: CgroupPaths,
     exchanges: Vec<Exchange>,
     queue: Option<SyncSender<Pending>>,
     worker: Option<JoinHandle<()>>,
@@ -116,6 +119,7 @@ impl Meter {
             conns: HashMap::new(),
             addresses: LruCache::new(NonZeroUsize::new(16384).expect("non-zero")),
             workloads: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
+            cgroup_paths: CgroupPaths::new(),
             exchanges: Vec::new(),
             queue: Some(queue),
             worker: Some(worker),
@@ -274,10 +278,13 @@ impl StreamSink for Meter {
                 cgroup_id,
                 ..
             } => {
+                let paths = &mut self.cgroup_paths;
                 let workload = self
                     .workloads
                     .get_or_insert(id.conn.pid, || {
-                        Workload::of_process(id.conn.pid).unwrap_or_default()
+                        Workload::of_process(id.conn.pid)
+                            .or_else(|| Some(Workload::from_path(&paths.path_of(*cgroup_id)?)))
+                            .unwrap_or_default()
                     })
                     .clone();
                 let entry = self.conns.entry(id.conn).or_insert_with(|| {

@@ -5,6 +5,7 @@
 //! from NVML.
 
 mod attributor;
+mod cgroup_paths;
 pub mod gpu;
 mod identity;
 pub mod kubernetes;
@@ -12,6 +13,7 @@ mod tenant;
 mod workload;
 
 pub use attributor::Attributor;
+pub use cgroup_paths::CgroupPaths;
 pub use identity::{Identity, IdentityConfig, IdentityExtractor};
 pub use tenant::{ApiKeyOwner, Source, Tenant, TenantConfig, TenantResolver, TenantRules};
 pub use workload::Workload;
