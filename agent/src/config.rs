@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub kubernetes: crate::attribution::kubernetes::KubernetesConfig,
     /// Which pod labels or request fields name a call's user, team and org.
     pub tenants: crate::attribution::TenantConfig,
+    /// GPU use per pod, from NVML.
+    pub gpu: crate::attribution::gpu::GpuConfig,
     /// Tokenizers for counting tokens the server did not report.
     pub tokens: crate::tokens::TokenizerConfig,
     /// Where usage records go, the spool, the OTLP connection.
@@ -174,6 +176,10 @@ impl AgentConfig {
                 field: "tenants".into(),
                 reason,
             }
+        })?;
+        self.gpu.validate().map_err(|reason| ConfigError::Invalid {
+            field: "gpu".into(),
+            reason,
         })?;
         self.tokens.validate().map_err(|e| ConfigError::Invalid {
             field: "tokens".into(),

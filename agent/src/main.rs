@@ -153,14 +153,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let pods = attribution::kubernetes::start(&config.kubernetes, metrics.clone());
+            let tenants = attribution::TenantResolver::new(config.tenants.clone())
+                .map_err(anyhow::Error::msg)?;
+            let pod_tokens = attribution::PodTokens::default();
             let attributor = attribution::Attributor::new(
                 &config.kubernetes,
-                pods,
-                attribution::TenantResolver::new(config.tenants.clone())
-                    .map_err(anyhow::Error::msg)?,
+                pods.clone(),
+                tenants.clone(),
+                pod_tokens.clone(),
                 metrics.clone(),
             );
-            let meter = meter::Meter::new(
+            let mut meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),
                 tokens::TokenCounter::new(&config.tokens)?,
                 attribution::IdentityExtractor::new(&identity)?,
@@ -168,6 +171,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 export,
                 metrics.clone(),
             );
+            if config.gpu.enabled != attribution::gpu::GpuEnabled::Off {
+                let reporter = attribution::GpuReporter::new(
+                    config.kubernetes.node_name(),
+                    pods,
+                    tenants,
+                    config.kubernetes.pod_labels.clone(),
+                    pod_tokens,
+                    pipeline::clock_ns(libc::CLOCK_REALTIME) as u64,
+                );
+                meter.start_gpu(config.gpu.clone(), reporter);
+            }
             (args.common, Box::new(meter))
         }
         Command::Fingerprint => return print_fingerprints(&config),

@@ -11,18 +11,23 @@ use std::{
     collections::HashMap,
     num::NonZeroUsize,
     sync::{
-        atomic::Ordering,
+        atomic::{AtomicBool, Ordering},
         mpsc::{sync_channel, SyncSender, TrySendError},
         Arc,
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use lru::LruCache;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
-    attribution::{Attributor, CgroupPaths, Identity, IdentityExtractor, Workload},
+    attribution::{
+        gpu::{GpuConfig, GpuSampler},
+        Attributor, CgroupPaths, GpuReporter, GpuUsageRecord, Identity, IdentityExtractor,
+        Workload,
+    },
     capture::sockets::SocketPair,
     export::RecordSink,
     http::{Body, Exchange, HttpStage},
@@ -36,6 +41,14 @@ use crate::{
 
 /// Calls waiting for their tokens to be counted.
 const QUEUE: usize = 1024;
+
+/// What the record worker is handed.
+enum Work {
+    /// An LLM call, to count, attribute and export.
+    Call(Box<Pending>),
+    /// A pod's GPU use over a report interval, to export.
+    Gpu(GpuUsageRecord),
+}
 
 /// One LLM call on its way to a record.
 struct Pending {
@@ -60,8 +73,10 @@ pub struct Meter {
     /// the kernel reported.
     cgroup_paths: CgroupPaths,
     exchanges: Vec<Exchange>,
-    queue: Option<SyncSender<Pending>>,
+    queue: Option<SyncSender<Work>>,
     worker: Option<JoinHandle<()>>,
+    /// The GPU sampler's thread and its stop flag, when started.
+    gpu: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 /// Most records exported between two flushes of the exporter.
@@ -89,7 +104,7 @@ impl Meter {
                 .to_string(),
             wall_offset_ns: wall_offset_ns(),
         };
-        let (queue, pending) = sync_channel::<Pending>(QUEUE);
+        let (queue, pending) = sync_channel::<Work>(QUEUE);
         let worker_metrics = metrics.clone();
         let worker = std::thread::Builder::new()
             .name("tokenmeter-records".into())
@@ -103,10 +118,10 @@ impl Meter {
                     tokenizer_errors_logged: 0,
                 };
                 // Records that arrive together are made durable together (one sync).
-                while let Ok(call) = pending.recv() {
-                    worker.record(call);
-                    for call in pending.try_iter().take(FLUSH_EVERY) {
-                        worker.record(call);
+                while let Ok(work) = pending.recv() {
+                    worker.work(work);
+                    for work in pending.try_iter().take(FLUSH_EVERY) {
+                        worker.work(work);
                     }
                     worker.export.flush();
                 }
@@ -123,6 +138,66 @@ impl Meter {
             exchanges: Vec::new(),
             queue: Some(queue),
             worker: Some(worker),
+            gpu: None,
+        }
+    }
+
+    /// Starts sampling the node's GPUs with NVML on a thread of its own; its per-pod records
+    /// go out with the usage records. Without NVML it says why once and stops.
+    pub fn start_gpu(&mut self, config: GpuConfig, mut reporter: GpuReporter) {
+        let Some(queue) = self.queue.clone() else {
+            return;
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let metrics = self.metrics.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tokenmeter-gpu".into())
+            .spawn(move || {
+                let mut sampler = match GpuSampler::open(&config) {
+                    Ok(sampler) => sampler,
+                    Err(error) => {
+                        info!("{error}");
+                        return;
+                    }
+                };
+                let devices: Vec<String> = sampler
+                    .devices()
+                    .map(|d| format!("{} ({})", d.name, d.uuid))
+                    .collect();
+                info!(?devices, "sampling GPUs with NVML");
+                let pod_of = &mut |pid: u32| Workload::of_process(pid)?.pod_uid;
+                let (sample_every, report_every) =
+                    (config.sample_interval(), config.report_interval());
+                let mut next_report = Instant::now() + report_every;
+                sampler.sample(wall_us(), pod_of);
+                loop {
+                    let woke = Instant::now();
+                    while woke.elapsed() < sample_every && !stopping.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50).min(sample_every));
+                    }
+                    let stop = stopping.load(Ordering::Relaxed);
+                    sampler.sample(wall_us(), pod_of);
+                    metrics
+                        .gpu_devices
+                        .store(sampler.devices().len() as u64, Ordering::Relaxed);
+                    if stop || Instant::now() >= next_report {
+                        next_report = Instant::now() + report_every;
+                        for record in reporter.report(&mut sampler, wall_us() * 1000) {
+                            metrics.gpu_records.fetch_add(1, Ordering::Relaxed);
+                            if queue.send(Work::Gpu(record)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => self.gpu = Some((stop, thread)),
+            Err(error) => warn!(%error, "cannot start the GPU sampler: no GPU data"),
         }
     }
 
@@ -165,13 +240,13 @@ impl Meter {
             identity,
         };
         let Some(queue) = &self.queue else { return };
-        match queue.try_send(pending) {
+        match queue.try_send(Work::Call(Box::new(pending))) {
             Ok(()) => {}
-            Err(TrySendError::Full(pending)) => {
+            Err(TrySendError::Full(work)) => {
                 self.metrics
                     .record_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                let _ = queue.send(pending);
+                let _ = queue.send(work);
             }
             Err(TrySendError::Disconnected(_)) => {
                 warn!("the record worker stopped: usage records are no longer written");
@@ -202,6 +277,13 @@ struct RecordWorker {
 }
 
 impl RecordWorker {
+    fn work(&mut self, work: Work) {
+        match work {
+            Work::Call(pending) => self.record(*pending),
+            Work::Gpu(record) => self.export.export_gpu(&record),
+        }
+    }
+
     fn record(&mut self, pending: Pending) {
         let Pending {
             exchange,
@@ -263,6 +345,11 @@ impl StreamSink for Meter {
     }
 
     fn finish(&mut self) {
+        // The GPU thread reports its last interval and lets go of the queue first.
+        if let Some((stop, thread)) = self.gpu.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
         // Closing the queue lets the worker drain what is left and stop.
         self.queue = None;
         if let Some(worker) = self.worker.take() {
@@ -323,6 +410,11 @@ impl Drop for Meter {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// Wall-clock time in µs (NVML's sample timestamps are on it).
+fn wall_us() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_REALTIME) / 1000).unwrap_or_default()
 }
 
 /// CLOCK_REALTIME - CLOCK_MONOTONIC, in ns.

@@ -447,7 +447,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// A clock's current time in ns.
-pub(crate) fn clock_ns(clock: libc::clockid_t) -> i128 {
+pub fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// The agent's log records of usage.
 pub const EVENT_NAME: &str = "tokenmeter.usage";
+/// The agent's per-pod GPU usage records: not calls, and not priced yet (GPU-second prices
+/// are the next step); counted, never stored as a call.
+pub const GPU_EVENT_NAME: &str = "tokenmeter.gpu_usage";
 
 /// Token quantities as the agent reports them: `input` includes the cached and
 /// cache-creation tokens, `output` includes the reasoning tokens (OpenTelemetry's GenAI usage
@@ -106,6 +109,9 @@ impl UsageEvent {
         record: &LogRecord,
         resource: &[KeyValue],
     ) -> Result<Option<UsageEvent>, DecodeError> {
+        if record.event_name == GPU_EVENT_NAME {
+            return Ok(None);
+        }
         let is_usage = record.event_name == EVENT_NAME
             || record
                 .attributes
@@ -247,6 +253,12 @@ mod tests {
     #[test]
     fn bad_records_are_named_and_other_logs_ignored() {
         assert_eq!(UsageEvent::from_log(&LogRecord::default(), &[]), Ok(None));
+        // A pod's GPU usage carries a record id too, but is not a call.
+        let gpu = LogRecord {
+            event_name: GPU_EVENT_NAME.into(),
+            ..log(vec![string_attribute("tokenmeter.record.id", "gpu-1")])
+        };
+        assert_eq!(UsageEvent::from_log(&gpu, &[]), Ok(None));
         let no_id = log(vec![string_attribute("tokenmeter.record.id", "")]);
         assert_eq!(
             UsageEvent::from_log(&no_id, &[]),

@@ -135,6 +135,18 @@ fn the_chart_renders_validates_and_is_least_privilege() {
         .iter()
         .any(|e| e["name"] == "NODE_NAME"
             && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"));
+    // NVML through the NVIDIA container toolkit: the management library only, no device.
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "NVIDIA_DRIVER_CAPABILITIES" && e["value"] == "utility"));
+    let gpu_nodes = documents(&report["sets"]["postgres-replicas-monitoring"], "DaemonSet")[0];
+    assert_eq!(
+        gpu_nodes["spec"]["template"]["spec"]["runtimeClassName"],
+        "nvidia"
+    );
+    let no_gpu = documents(&report["sets"]["agent-only"], "DaemonSet")[0];
+    let no_gpu_env = no_gpu["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(!no_gpu_env.contains("NVIDIA_"), "{no_gpu_env}");
     let privileged = documents(&report["sets"]["privileged-opt-in"], "DaemonSet")[0];
     assert_eq!(
         privileged["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"],
@@ -172,4 +184,5 @@ fn the_chart_renders_validates_and_is_least_privilege() {
     said("unknown exporter", &["/agent/export", "otlp"]);
     said("unknown key", &["spoool"]);
     said("sqlite with replicas", &["postgres"]);
+    said("unknown gpu mode", &["/agent/gpu/enabled", "auto"]);
 }

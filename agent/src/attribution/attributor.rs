@@ -1,12 +1,14 @@
 //! The attribution stage of a record: the node, the pod's metadata and the tenant, added to a
-//! record the worker built. One directory lookup and a few map lookups per record.
+//! record the worker built. One directory lookup and a few map lookups per record; the serving
+//! pod's tokens are added up for its tokens per GPU-second.
 
 use std::sync::{atomic::Ordering, Arc};
 
 use super::{
     kubernetes::{KubernetesConfig, PodDirectory},
-    TenantResolver,
+    PodTokens, TenantResolver,
 };
+use crate::http::Role;
 use crate::{record::UsageRecord, telemetry::AgentMetrics};
 
 pub struct Attributor {
@@ -15,6 +17,7 @@ pub struct Attributor {
     node: Option<String>,
     labels: Vec<String>,
     annotations: Vec<String>,
+    tokens: PodTokens,
     metrics: Arc<AgentMetrics>,
 }
 
@@ -23,6 +26,7 @@ impl Attributor {
         kubernetes: &KubernetesConfig,
         pods: PodDirectory,
         tenants: TenantResolver,
+        tokens: PodTokens,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
         Self {
@@ -31,6 +35,7 @@ impl Attributor {
             node: kubernetes.node_name(),
             labels: kubernetes.pod_labels.clone(),
             annotations: kubernetes.pod_annotations.clone(),
+            tokens,
             metrics,
         }
     }
@@ -58,5 +63,11 @@ impl Attributor {
         record.tenant = self
             .tenants
             .resolve(record.side, pod.as_deref(), &record.identity);
+        // The serving pod's tokens, for its tokens per GPU-second.
+        if let (Role::Server, Some(uid)) = (record.side, &record.workload.pod_uid) {
+            let usage = &record.tokens.usage;
+            let tokens = usage.input.unwrap_or(0) + usage.output.unwrap_or(0);
+            self.tokens.add(uid, tokens);
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod attributor;
 mod cgroup_paths;
 pub mod gpu;
+mod gpu_report;
 mod identity;
 pub mod kubernetes;
 mod tenant;
@@ -14,6 +15,7 @@ mod workload;
 
 pub use attributor::Attributor;
 pub use cgroup_paths::CgroupPaths;
+pub use gpu_report::{GpuFigures, GpuReporter, GpuUsageRecord, PodTokens};
 pub use identity::{Identity, IdentityConfig, IdentityExtractor};
 pub use tenant::{ApiKeyOwner, Source, Tenant, TenantConfig, TenantResolver, TenantRules};
 pub use workload::Workload;

@@ -142,6 +142,7 @@ impl Tenant {
 }
 
 /// The rules, ready to apply.
+#[derive(Clone)]
 pub struct TenantResolver {
     config: TenantConfig,
     owners: HashMap<String, usize>,

@@ -20,11 +20,13 @@ pub use stdout::StdoutExport;
 
 use std::sync::Arc;
 
-use crate::{record::UsageRecord, telemetry::AgentMetrics};
+use crate::{attribution::GpuUsageRecord, record::UsageRecord, telemetry::AgentMetrics};
 
 /// A destination for usage records.
 pub trait RecordSink {
     fn export(&mut self, record: &UsageRecord);
+    /// A pod's GPU use over a report interval: the same backlog, the same delivery.
+    fn export_gpu(&mut self, record: &GpuUsageRecord);
     /// Called when the worker has no more records for now: make the exported ones durable.
     fn flush(&mut self) {}
 }

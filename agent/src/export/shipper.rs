@@ -228,6 +228,11 @@ impl RecordSink for ShippedExport {
         self.append(&line);
     }
 
+    fn export_gpu(&mut self, record: &crate::attribution::GpuUsageRecord) {
+        let line = serde_json::to_vec(record).expect("records serialise");
+        self.append(&line);
+    }
+
     fn flush(&mut self) {
         ShippedExport::flush(self);
     }

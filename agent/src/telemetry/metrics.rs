@@ -38,6 +38,10 @@ pub struct AgentMetrics {
     pub kubernetes_errors: AtomicU64,
     /// Records of a pod (by cgroup) the API had not described (yet).
     pub records_without_pod_metadata: AtomicU64,
+    /// GPUs the NVML sampler reads.
+    pub gpu_devices: AtomicU64,
+    /// Per-pod GPU usage records produced.
+    pub gpu_records: AtomicU64,
 }
 
 /// (name, help) of the capture counters, in `CaptureCounters` order.
@@ -104,7 +108,12 @@ impl AgentMetrics {
         for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
             metric(&mut out, name, "counter", help, &[("", get(value))]);
         }
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
+            (
+                "tokenmeter_gpu_devices",
+                "GPUs the NVML sampler reads (0 without NVML).",
+                get(&self.gpu_devices),
+            ),
             (
                 "tokenmeter_attribution_pods_known",
                 "Pods of this node the Kubernetes API described.",
@@ -144,7 +153,12 @@ impl AgentMetrics {
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
         }
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
+            (
+                "tokenmeter_gpu_usage_records_total",
+                "Per-pod GPU usage records produced (one per pod and report interval).",
+                get(&self.gpu_records),
+            ),
             (
                 "tokenmeter_attribution_kubernetes_errors_total",
                 "Failed lists and watches of pods (each retried with backoff).",
@@ -269,6 +283,6 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 8 + 6 + 12 + 1);
+        assert_eq!(types, 8 + 8 + 15 + 1);
     }
 }

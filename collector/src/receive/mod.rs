@@ -26,7 +26,7 @@ use crate::{
     accounts::Accounts,
     rate::{self, PriceBook},
     store::{RatedEvent, Store, StoreError},
-    usage::UsageEvent,
+    usage::{self, UsageEvent},
 };
 
 /// Counters of what was received, for `/metrics`.
@@ -40,6 +40,7 @@ pub struct IngestMetrics {
     pub records_unpriced: AtomicU64,
     pub records_unassigned: AtomicU64,
     pub metric_points: AtomicU64,
+    pub gpu_records: AtomicU64,
     pub store_errors: AtomicU64,
     pub auth_failures: AtomicU64,
 }
@@ -100,6 +101,9 @@ impl Ingestor {
                 for record in &scope_logs.log_records {
                     match UsageEvent::from_log(record, resource) {
                         Ok(Some(event)) => batch.push(self.rate(event)),
+                        Ok(None) if record.event_name == usage::GPU_EVENT_NAME => {
+                            self.metrics.gpu_records.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             reply.rejected += 1;
@@ -220,6 +224,11 @@ impl Ingestor {
                 "tokenmeter_collector_records_unassigned_total",
                 "Usage records no account rule matched.",
                 get(&m.records_unassigned),
+            ),
+            (
+                "tokenmeter_collector_gpu_records_total",
+                "Per-pod GPU usage records received (counted; GPU-second prices come later).",
+                get(&m.gpu_records),
             ),
             (
                 "tokenmeter_collector_metric_points_total",

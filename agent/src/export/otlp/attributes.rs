@@ -73,7 +73,32 @@ const RECORD: &[(&str, &str)] = &[
     ("/tenant/user", "tokenmeter.user"),
     ("/tenant/team", "tokenmeter.team"),
     ("/tenant/org", "tokenmeter.org"),
+    // GPU usage records (`kind = gpu_usage`).
+    ("/gpu/name", "tokenmeter.gpu.name"),
+    ("/gpu/devices", "tokenmeter.gpu.devices"),
+    ("/gpu/time_us", "tokenmeter.gpu.time_us"),
+    ("/gpu/sm_util_us", "tokenmeter.gpu.sm_util_us"),
+    (
+        "/gpu/memory_byte_seconds",
+        "tokenmeter.gpu.memory_byte_seconds",
+    ),
+    (
+        "/gpu/energy_microjoules",
+        "tokenmeter.gpu.energy_microjoules",
+    ),
+    ("/gpu/mig", "tokenmeter.gpu.mig"),
+    ("/gpu/sm_unavailable", "tokenmeter.gpu.sm_unavailable"),
+    ("/gpu/tokens", "tokenmeter.gpu.tokens"),
+    (
+        "/gpu/tokens_per_gpu_second",
+        "tokenmeter.gpu.tokens_per_gpu_second",
+    ),
 ];
+
+/// Whether a spooled line is a per-pod GPU usage record rather than a call's.
+pub fn is_gpu_usage(record: &Json) -> bool {
+    record.get("kind").and_then(Json::as_str) == Some("gpu_usage")
+}
 
 /// Every attribute of a usage record's log record.
 pub fn record_attributes(record: &Json) -> Vec<KeyValue> {
@@ -141,7 +166,10 @@ fn otel_value(json: &Json) -> Option<Value> {
         Json::Bool(b) => Value::Bool(*b),
         Json::Number(n) => match n.as_i64() {
             Some(i) => Value::I64(i),
-            None => Value::I64(i64::try_from(n.as_u64()?).unwrap_or(i64::MAX)),
+            None => match n.as_u64() {
+                Some(u) => Value::I64(i64::try_from(u).unwrap_or(i64::MAX)),
+                None => Value::F64(n.as_f64()?),
+            },
         },
         Json::String(s) => Value::String(s.clone().into()),
         Json::Array(items) => Value::Array(Array::String(

@@ -17,7 +17,7 @@ use opentelemetry_sdk::logs::{
 use serde_json::Value as Json;
 use tracing::error;
 
-use super::attributes::{record_attributes, SCHEMA_URL};
+use super::attributes::{is_gpu_usage, record_attributes, SCHEMA_URL};
 use crate::{
     export::shipper::{DeliveryError, Destination},
     telemetry::AgentMetrics,
@@ -25,6 +25,8 @@ use crate::{
 
 /// The `event_name` of usage log records.
 pub const EVENT_NAME: &str = "tokenmeter.usage";
+/// The `event_name` of per-pod GPU usage log records.
+pub const GPU_EVENT_NAME: &str = "tokenmeter.gpu_usage";
 
 /// Delivers spooled records through an OTLP log exporter.
 pub struct OtlpLogs {
@@ -62,7 +64,11 @@ impl OtlpLogs {
         let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(end);
         log.set_timestamp(time);
         log.set_observed_timestamp(time);
-        log.set_event_name(EVENT_NAME);
+        log.set_event_name(if is_gpu_usage(record) {
+            GPU_EVENT_NAME
+        } else {
+            EVENT_NAME
+        });
         log.set_severity_number(Severity::Info);
         log.set_severity_text("INFO");
         log.add_attributes(

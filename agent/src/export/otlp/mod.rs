@@ -202,6 +202,12 @@ impl RecordSink for OtlpExport {
             .append(&serde_json::to_vec(&json).expect("records serialise"));
     }
 
+    fn export_gpu(&mut self, record: &crate::attribution::GpuUsageRecord) {
+        // A log record only: the GenAI metrics and token counters are about calls.
+        self.shipped
+            .append(&serde_json::to_vec(record).expect("records serialise"));
+    }
+
     fn flush(&mut self) {
         match &self.checkpoint {
             Some(c) if c.last.elapsed() >= c.every => self.save_checkpoint(),

@@ -18,7 +18,7 @@ use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::attributes::{model, text};
+use super::attributes::{is_gpu_usage, model, text};
 use crate::export::spool::{Cursor, Spool, SpoolError};
 
 /// The attributes of one counter series, sorted by name.
@@ -56,6 +56,9 @@ pub struct Totals {
 impl Totals {
     /// Adds one usage record (its spooled JSON).
     pub fn add(&mut self, record: &Json) {
+        if is_gpu_usage(record) {
+            return;
+        }
         let base = series_of(record);
         *self.requests.entry(base.clone()).or_default() += 1;
         for (kind, count, source) in TOKEN_TYPES {
