@@ -8,100 +8,52 @@
 //! integration); a real driver adds its ioctls on top. Scripting the next interval's samples is
 //! not timed. Run: `cargo bench -p tokenmeter-agent --bench gpu`.
 
+#[path = "../tests/gpu/fake.rs"]
+mod fake;
+
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ffi::c_int;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tokenmeter_agent::attribution::gpu::{GpuConfig, GpuSampler};
+use tokenmeter_agent::attribution::gpu::GpuSampler;
+
+use fake::Fake;
 
 const GPUS: u32 = 8;
 const PROCESSES_PER_GPU: u32 = 25;
 const INTERVAL_US: u64 = 1_000_000;
 const T0: u64 = 1_700_000_000_000_000;
 
-fn build_fake() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = workspace.join("target/fake-nvml");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "tokenmeter-fake-nvml",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("run cargo to build tests/fake-nvml");
-    assert!(status.success(), "building tests/fake-nvml failed");
-    target.join("release/libfake_nvml.so")
-}
-
-/// The fake's script functions (see tests/fake-nvml's crate documentation).
-struct Script {
-    push_sample:
-        unsafe extern "C" fn(c_int, c_uint, c_ulonglong, c_uint, c_uint, c_uint, c_uint) -> c_int,
-}
-
-fn sym<T: Copy>(lib: *mut c_void, name: &CStr) -> T {
-    // SAFETY: a handle from dlopen and a NUL-terminated name.
-    let sym = unsafe { libc::dlsym(lib, name.as_ptr()) };
-    assert!(!sym.is_null(), "{name:?} missing from the fake");
-    assert_eq!(size_of::<T>(), size_of::<*mut c_void>());
-    // SAFETY: T is the symbol's function pointer type.
-    unsafe { std::mem::transmute_copy(&sym) }
-}
-
-/// 8 GPUs of 25 processes; pod uids are UUID-long strings.
-fn script(library: &Path) -> (Script, HashMap<u32, String>) {
-    let path = CString::new(library.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid path.
-    let lib = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
-    assert!(!lib.is_null(), "dlopen {}", library.display());
-    let reset: unsafe extern "C" fn() = sym(lib, c"fake_nvml_reset");
-    let add: unsafe extern "C" fn(*const c_char, *const c_char, c_int, c_uint) -> c_int =
-        sym(lib, c"fake_nvml_add_device");
-    let set: unsafe extern "C" fn(c_int, *const c_uint, *const c_ulonglong, c_uint) -> c_int =
-        sym(lib, c"fake_nvml_set_processes");
-    let mut pods = HashMap::new();
-    // SAFETY (all calls below): the documented signatures, NUL-terminated strings, arrays of
-    // the given length.
-    unsafe { reset() };
-    for g in 0..GPUS {
-        let uuid = CString::new(format!("GPU-{g:08x}-0000-0000-0000-000000000000")).unwrap();
-        let device = unsafe { add(uuid.as_ptr(), c"NVIDIA H100 80GB HBM3".as_ptr(), 0, 500_000) };
-        let pids: Vec<c_uint> = (0..PROCESSES_PER_GPU).map(|p| pid(g, p)).collect();
-        let memory: Vec<c_ulonglong> = pids.iter().map(|p| u64::from(*p) << 20).collect();
-        assert_eq!(
-            unsafe { set(device, pids.as_ptr(), memory.as_ptr(), PROCESSES_PER_GPU) },
-            0
-        );
-        for &p in &pids {
-            pods.insert(p, format!("{:08x}-1111-2222-3333-444444444444", p / 4));
-        }
-    }
-    let push_sample = sym(lib, c"fake_nvml_push_sample");
-    (Script { push_sample }, pods)
-}
-
 fn pid(gpu: u32, process: u32) -> u32 {
     10_000 + gpu * 100 + process
 }
 
-impl Script {
-    /// One sample per process in the interval ending at `end`.
-    fn push_interval(&self, end: u64) {
-        for g in 0..GPUS {
-            for p in 0..PROCESSES_PER_GPU {
-                // SAFETY: the documented signature.
-                let rc = unsafe { (self.push_sample)(g as c_int, pid(g, p), end, 1 + p, 1, 0, 0) };
-                debug_assert_eq!(rc, 0);
-            }
+/// 8 GPUs of 25 processes, 4 per pod; pod uids are UUID-long strings.
+fn script(fake: &Fake) -> HashMap<u32, String> {
+    let mut pods = HashMap::new();
+    for g in 0..GPUS {
+        let uuid = format!("GPU-{g:08x}-0000-0000-0000-000000000000");
+        let device = fake.add_device(&uuid, "NVIDIA H100 80GB HBM3", 0, 500_000);
+        let processes: Vec<(u32, u64)> = (0..PROCESSES_PER_GPU)
+            .map(|p| (pid(g, p), u64::from(p + 1) << 28))
+            .collect();
+        fake.set_processes(device, &processes);
+        for (p, _) in processes {
+            pods.insert(p, format!("{:08x}-1111-2222-3333-444444444444", p / 4));
+        }
+    }
+    pods
+}
+
+/// One sample per process, at the end of the interval ending at `end`.
+fn push_interval(fake: &Fake, end: u64) {
+    let push = fake.sample_pusher();
+    for g in 0..GPUS {
+        for p in 0..PROCESSES_PER_GPU {
+            // SAFETY: the fake's documented signature.
+            let rc = unsafe { push(g as c_int, pid(g, p), end, 1 + p, 1, 0, 0) };
+            debug_assert_eq!(rc, 0);
         }
     }
 }
@@ -117,13 +69,9 @@ fn thread_cpu() -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let library = build_fake();
-    let (script, pods) = script(&library);
-    let config = GpuConfig {
-        library_path: Some(library),
-        ..Default::default()
-    };
-    let mut sampler = GpuSampler::open(&config).expect("the fake opens");
+    let fake = Fake::load(&fake::build(true));
+    let pods = script(&fake);
+    let mut sampler = GpuSampler::open(&fake.config()).expect("the fake opens");
     let mut pod_of = |pid: u32| pods.get(&pid).cloned();
     let mut now = T0;
     sampler.sample(now, &mut pod_of);
@@ -133,7 +81,7 @@ fn bench(c: &mut Criterion) {
     let mut cpu = Duration::ZERO;
     for _ in 0..rounds {
         now += INTERVAL_US;
-        script.push_interval(now);
+        push_interval(&fake, now);
         let before = thread_cpu();
         sampler.sample(now, &mut pod_of);
         cpu += thread_cpu() - before;
@@ -156,7 +104,7 @@ fn bench(c: &mut Criterion) {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {
                 now += INTERVAL_US;
-                script.push_interval(now);
+                push_interval(&fake, now);
                 let start = Instant::now();
                 sampler.sample(now, &mut pod_of);
                 timed += start.elapsed();
