@@ -99,6 +99,7 @@ fn rated(i: u64) -> RatedEvent {
                 output: 50 + i % 300,
                 ..Default::default()
             },
+            gpu_time_us: 0,
             attributes: Default::default(),
         },
         account: Account {

@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 
 /// The agent's log records of usage.
 pub const EVENT_NAME: &str = "tokenmeter.usage";
-/// The agent's per-pod GPU usage records: not calls, and not priced yet (GPU-second prices
-/// are the next step); counted, never stored as a call.
+/// The agent's per-pod GPU usage records: the GPU time a pod held over an interval, priced per
+/// GPU-second by the entry matching the GPU's product name (`tokenmeter.gpu.name`).
 pub const GPU_EVENT_NAME: &str = "tokenmeter.gpu_usage";
+/// The bill item and price-book field of GPU time.
+pub const GPU_TIME: &str = "gpu_time";
+/// The `operation` of a GPU usage row: not a call, so no request is counted for it.
+pub const GPU_OPERATION: &str = "gpu";
 
 /// Token quantities as the agent reports them: `input` includes the cached and
 /// cache-creation tokens, `output` includes the reasoning tokens (OpenTelemetry's GenAI usage
@@ -84,6 +88,8 @@ pub struct UsageEvent {
     /// The model that answered, else the one asked for; empty when unknown.
     pub model: String,
     pub tokens: Tokens,
+    /// GPU time held over the interval, µs (GPU usage records only; 0 for calls).
+    pub gpu_time_us: u64,
     /// Every string-valued attribute of the record and its resource, for account rules
     /// (`tokenmeter.user`, `k8s.namespace.name`, `tokenmeter.api_key.fingerprint`, ...).
     pub attributes: BTreeMap<String, String>,
@@ -109,10 +115,9 @@ impl UsageEvent {
         record: &LogRecord,
         resource: &[KeyValue],
     ) -> Result<Option<UsageEvent>, DecodeError> {
-        if record.event_name == GPU_EVENT_NAME {
-            return Ok(None);
-        }
-        let is_usage = record.event_name == EVENT_NAME
+        let is_gpu = record.event_name == GPU_EVENT_NAME;
+        let is_usage = is_gpu
+            || record.event_name == EVENT_NAME
             || record
                 .attributes
                 .iter()
@@ -158,6 +163,24 @@ impl UsageEvent {
             Some(other) => return Err(DecodeError::BadSide(other.to_string())),
         };
         let text = |name: &str| attributes.get(name).cloned().unwrap_or_default();
+        if is_gpu {
+            let gpu_time_us = count("tokenmeter.gpu.time_us")?;
+            return Ok(Some(UsageEvent {
+                time_ns: i64::try_from(time).unwrap_or(i64::MAX),
+                start_ns: numbers
+                    .get("tokenmeter.start_time_unix_nano")
+                    .copied()
+                    .filter(|n| *n > 0),
+                side: Side::Server,
+                provider: "nvidia".into(),
+                operation: GPU_OPERATION.into(),
+                model: text("tokenmeter.gpu.name"),
+                tokens: Tokens::default(),
+                gpu_time_us,
+                id,
+                attributes,
+            }));
+        }
         let model = attributes
             .get("gen_ai.response.model")
             .or_else(|| attributes.get("gen_ai.request.model"))
@@ -180,6 +203,7 @@ impl UsageEvent {
                 output: count("gen_ai.usage.output_tokens")?,
                 reasoning: count("gen_ai.usage.reasoning.output_tokens")?,
             },
+            gpu_time_us: 0,
             id,
             attributes,
         }))
@@ -253,12 +277,21 @@ mod tests {
     #[test]
     fn bad_records_are_named_and_other_logs_ignored() {
         assert_eq!(UsageEvent::from_log(&LogRecord::default(), &[]), Ok(None));
-        // A pod's GPU usage carries a record id too, but is not a call.
+        // A pod's GPU interval: GPU time priced by the GPU's name, no tokens, not a call.
         let gpu = LogRecord {
             event_name: GPU_EVENT_NAME.into(),
-            ..log(vec![string_attribute("tokenmeter.record.id", "gpu-1")])
+            ..log(vec![
+                string_attribute("tokenmeter.record.id", "gpu-1"),
+                string_attribute("tokenmeter.gpu.name", "NVIDIA H100 80GB HBM3"),
+                int_attribute("tokenmeter.gpu.time_us", 60_000_000),
+                string_attribute("tokenmeter.team", "ml"),
+            ])
         };
-        assert_eq!(UsageEvent::from_log(&gpu, &[]), Ok(None));
+        let event = UsageEvent::from_log(&gpu, &[]).unwrap().unwrap();
+        assert_eq!(event.gpu_time_us, 60_000_000);
+        assert_eq!(event.operation, GPU_OPERATION);
+        assert_eq!(event.model, "NVIDIA H100 80GB HBM3");
+        assert_eq!(event.tokens, Tokens::default());
         let no_id = log(vec![string_attribute("tokenmeter.record.id", "")]);
         assert_eq!(
             UsageEvent::from_log(&no_id, &[]),

@@ -35,6 +35,7 @@ fn event(id: &str, side: Side, time_ns: i64, input: u64, output: u64) -> RatedEv
                 output,
                 ..Default::default()
             },
+            gpu_time_us: 0,
             attributes: [("tokenmeter.request.user".to_string(), "alice".to_string())].into(),
         },
         account: Account {

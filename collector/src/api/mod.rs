@@ -148,6 +148,7 @@ async fn usage(
                     "cache_creation_input": r.quantities[2], "output": r.quantities[3],
                     "reasoning": r.quantities[4],
                 },
+                "gpu_time_us": r.gpu_time_us,
             })
         })
         .collect();

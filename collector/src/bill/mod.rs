@@ -18,7 +18,7 @@ use crate::{
     accounts::{Account, Accounts},
     rate::{round_money, PriceBook},
     store::UsageRow,
-    usage::TOKEN_TYPES,
+    usage::{GPU_TIME, TOKEN_TYPES},
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,6 +41,8 @@ pub struct OrgBill {
     pub total: Decimal,
     pub requests: u64,
     pub tokens: u64,
+    /// GPU time held by the enterprise's pods, µs.
+    pub gpu_time_us: u64,
     pub teams: Vec<Share>,
     pub users: Vec<Share>,
 }
@@ -50,7 +52,7 @@ pub struct Line {
     pub model: String,
     /// The price-book entry; `None`: unpriced.
     pub price_id: Option<String>,
-    /// A token type, or `requests` for request fees.
+    /// A token type, `gpu_time` (quantity in µs) or `requests` for request fees.
     pub item: &'static str,
     pub quantity: u64,
     pub amount: Decimal,
@@ -99,6 +101,7 @@ fn org_bill(org: &str, rows: &[&UsageRow], book: &PriceBook, accounts: &Accounts
     let mut lines: BTreeMap<LineKey, (BTreeMap<&Account, u64>, u64)> = BTreeMap::new();
     let mut requests = 0;
     let mut tokens = 0;
+    let mut gpu_time_us = 0;
     let mut team_use: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut user_use: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for row in rows {
@@ -111,7 +114,9 @@ fn org_bill(org: &str, rows: &[&UsageRow], book: &PriceBook, accounts: &Accounts
         let user = user_use.entry(user_key(&row.account)).or_default();
         user.0 += row.requests;
         user.1 += row_tokens;
-        for (item, quantity) in TOKEN_TYPES.into_iter().zip(row.quantities) {
+        gpu_time_us += row.gpu_time_us;
+        let items = TOKEN_TYPES.into_iter().zip(row.quantities);
+        for (item, quantity) in items.chain([(GPU_TIME, row.gpu_time_us)]) {
             if quantity > 0 {
                 let line = lines
                     .entry((row.model.clone(), row.price_id.clone(), item))
@@ -160,7 +165,9 @@ fn org_bill(org: &str, rows: &[&UsageRow], book: &PriceBook, accounts: &Accounts
     }
     let subtotal: Decimal = bill_lines.iter().map(|l| l.amount).sum();
     let minimum_charge_adjustment = match book.minimum_charge {
-        Some(minimum) if requests > 0 && subtotal < minimum => minimum - subtotal,
+        Some(minimum) if (requests > 0 || gpu_time_us > 0) && subtotal < minimum => {
+            minimum - subtotal
+        }
         _ => Decimal::ZERO,
     };
     let shares = |usage: BTreeMap<String, (u64, u64)>, amounts: &BTreeMap<String, Decimal>| {
@@ -187,6 +194,7 @@ fn org_bill(org: &str, rows: &[&UsageRow], book: &PriceBook, accounts: &Accounts
         total: subtotal + minimum_charge_adjustment,
         requests,
         tokens,
+        gpu_time_us,
         teams: shares(team_use, &team_amounts),
         users: shares(user_use, &user_amounts),
     }

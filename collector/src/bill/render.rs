@@ -28,6 +28,13 @@ pub fn table(bill: &Bill) -> String {
         );
         for line in &org.lines {
             let mut item = line.item.to_string();
+            // GPU time is counted in µs and shown in GPU-seconds.
+            let quantity = if line.item == crate::usage::GPU_TIME {
+                item.push_str(" (s)");
+                rust_decimal::Decimal::new(line.quantity as i64, 6).to_string()
+            } else {
+                line.quantity.to_string()
+            };
             if line.price_id.is_none() {
                 item.push_str(" (unpriced)");
             }
@@ -36,7 +43,7 @@ pub fn table(bill: &Bill) -> String {
                 "  {:<36} {:<22} {:>12} {:>12}",
                 truncate(&line.model, 36),
                 item,
-                line.quantity,
+                quantity,
                 line.amount
             );
         }

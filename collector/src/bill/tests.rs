@@ -22,6 +22,7 @@ fn row(org: &str, team: &str, user: &str, input: u64, output: u64, requests: u64
         model: "m".into(),
         requests,
         quantities: [input, 0, 0, output, 0],
+        gpu_time_us: 0,
         adjustments: 0,
     }
 }

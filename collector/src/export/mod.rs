@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::{bill::Bill, store::UsageRow, usage::TOKEN_TYPES};
+use crate::{
+    bill::Bill,
+    store::UsageRow,
+    usage::{GPU_TIME, TOKEN_TYPES},
+};
 
 /// One exporter (`[[exporters]]` in the collector's config).
 #[derive(Clone, Debug, Deserialize)]
@@ -65,7 +69,9 @@ pub struct UsageLine {
 pub fn usage_lines(period: &str, rows: &[UsageRow]) -> Vec<UsageLine> {
     let mut lines = Vec::new();
     for row in rows {
-        for (token_type, tokens) in TOKEN_TYPES.into_iter().zip(row.quantities) {
+        // GPU time goes out as `gpu_time` in µs, like a token type.
+        let items = TOKEN_TYPES.into_iter().zip(row.quantities);
+        for (token_type, tokens) in items.chain([(GPU_TIME, row.gpu_time_us)]) {
             if tokens == 0 {
                 continue;
             }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::price::{Price, PriceError, Tier};
-use crate::usage::TOKEN_TYPES;
+use crate::usage::{GPU_TIME, TOKEN_TYPES};
 
 /// A validated price book.
 #[derive(Clone, Debug)]
@@ -112,6 +112,9 @@ struct EntryFile {
     cache_creation_input: Option<PriceFile>,
     output: Option<PriceFile>,
     reasoning: Option<PriceFile>,
+    /// GPU time a pod held, counted in µs: `per_second` (or `per_million`, the same) is the
+    /// price of one GPU-second; tiers' `up_to` are in µs. Matched on the GPU's product name.
+    gpu_time: Option<PriceFile>,
     #[serde(default, deserialize_with = "money::option")]
     request_fee: Option<Decimal>,
 }
@@ -133,6 +136,9 @@ struct PriceFile {
     kind: Kind,
     #[serde(default, deserialize_with = "money::option")]
     per_million: Option<Decimal>,
+    /// `gpu_time` only: the price of a GPU-second (a million of its µs).
+    #[serde(default, deserialize_with = "money::option")]
+    per_second: Option<Decimal>,
     #[serde(default)]
     tiers: Vec<TierFile>,
     package_tokens: Option<u64>,
@@ -307,10 +313,29 @@ fn entry(file: EntryFile, scope: Scope) -> Result<PriceEntry, (String, String)> 
         file.reasoning,
     ]) {
         if let Some(price) = price {
+            if price.per_second.is_some() {
+                return Err((
+                    format!("{token_type}.per_second"),
+                    "per_second prices gpu_time (GPU-seconds); token prices are per_million".into(),
+                ));
+            }
             let price =
                 build(price).map_err(|e| (format!("{token_type}.{}", e.field), e.reason))?;
             prices.push((token_type, price));
         }
+    }
+    if let Some(mut price) = file.gpu_time {
+        if let Some(per_second) = price.per_second.take() {
+            if price.per_million.is_some() {
+                return Err((
+                    "gpu_time.per_second".into(),
+                    "give per_second or per_million, not both".into(),
+                ));
+            }
+            price.per_million = Some(per_second);
+        }
+        let price = build(price).map_err(|e| (format!("gpu_time.{}", e.field), e.reason))?;
+        prices.push((GPU_TIME, price));
     }
     if let Some(fee) = file.request_fee {
         if fee.is_sign_negative() {
@@ -321,7 +346,7 @@ fn entry(file: EntryFile, scope: Scope) -> Result<PriceEntry, (String, String)> 
         return Err((
             "model".into(),
             format!(
-                "{:?} has no price for any token type and no request_fee",
+                "{:?} has no price for any token type, no gpu_time and no request_fee",
                 file.model
             ),
         ));

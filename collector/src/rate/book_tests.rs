@@ -11,7 +11,7 @@ fn the_example_book_parses_completely() {
     let book = PriceBook::parse(EXAMPLE).unwrap();
     assert_eq!(book.currency, "USD");
     assert_eq!(book.minimum_charge, Some("1.00".parse().unwrap()));
-    assert_eq!(book.entries.len(), 5);
+    assert_eq!(book.entries.len(), 6);
     let acme = book.entries.last().unwrap();
     assert_eq!(acme.scope, Scope::Org("acme".into()));
     assert_eq!(acme.id, "org=acme:meta-llama/*@always");
@@ -78,4 +78,23 @@ fn other_mistakes_are_named() {
         invalid("currency = \"USD\"\n[[overrides]]\norg = \"a\"\nteam = \"b\"\nprices = []\n")
             .contains("exactly one")
     );
+}
+
+#[test]
+fn gpu_time_is_priced_per_second_and_tokens_are_not() {
+    let book = PriceBook::parse(
+        "currency = \"USD\"\n[[prices]]\nmodel = \"NVIDIA H100*\"\ngpu_time = { per_second = \"0.0011\" }\n",
+    )
+    .unwrap();
+    let price = book.entries[0].price("gpu_time").expect("a gpu_time price");
+    // 3600 GPU-seconds, counted in µs.
+    assert_eq!(price.amount(3_600_000_000).to_string(), "3.9600");
+    let err =
+        invalid("currency = \"USD\"\n[[prices]]\nmodel = \"x\"\ninput = { per_second = \"1\" }\n");
+    assert!(err.contains("prices[0].input.per_second"), "{err}");
+    let err = invalid("currency = \"USD\"\n[[prices]]\nmodel = \"x\"\ngpu_time = { per_second = \"1\", per_million = \"1\" }\n");
+    assert!(err.contains("not both"), "{err}");
+    let err =
+        invalid("currency = \"USD\"\n[[prices]]\nmodel = \"x\"\ngpu_time = { per_second = 0.5 }\n");
+    assert!(err.contains("floating-point"), "{err}");
 }

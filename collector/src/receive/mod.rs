@@ -100,9 +100,11 @@ impl Ingestor {
             for scope_logs in &resource_logs.scope_logs {
                 for record in &scope_logs.log_records {
                     match UsageEvent::from_log(record, resource) {
-                        Ok(Some(event)) => batch.push(self.rate(event)),
-                        Ok(None) if record.event_name == usage::GPU_EVENT_NAME => {
-                            self.metrics.gpu_records.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(event)) => {
+                            if event.operation == usage::GPU_OPERATION {
+                                self.metrics.gpu_records.fetch_add(1, Ordering::Relaxed);
+                            }
+                            batch.push(self.rate(event));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -227,7 +229,7 @@ impl Ingestor {
             ),
             (
                 "tokenmeter_collector_gpu_records_total",
-                "Per-pod GPU usage records received (counted; GPU-second prices come later).",
+                "Per-pod GPU usage records received (GPU time, priced per GPU-second).",
                 get(&m.gpu_records),
             ),
             (

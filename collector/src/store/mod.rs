@@ -40,6 +40,8 @@ pub struct UsageRow {
     pub quantities: [u64; 5],
     /// Calls that are adjustments (late for a finalised period).
     pub adjustments: u64,
+    /// GPU time held, µs (from GPU usage records; priced by the entry's `gpu_time`).
+    pub gpu_time_us: u64,
 }
 
 /// Which end of a call is billed.

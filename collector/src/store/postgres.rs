@@ -9,9 +9,10 @@ use postgres::{Client, NoTls};
 use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
 use crate::{accounts::Account, usage::UsageEvent};
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/postgres/0001_usage.sql"),
     include_str!("../../migrations/postgres/0002_alerts.sql"),
+    include_str!("../../migrations/postgres/0003_gpu_time.sql"),
 ];
 
 /// Any constant both replicas agree on.
@@ -87,6 +88,7 @@ impl PostgresStore {
                     requests: n(5),
                     quantities: [n(6), n(7), n(8), n(9), n(10)],
                     adjustments: n(11),
+                    gpu_time_us: n(12),
                 }
             })
             .collect())
@@ -114,6 +116,7 @@ struct Columns {
     pair_key: Vec<String>,
     attributes: Vec<String>,
     received_ns: Vec<i64>,
+    gpu_time: Vec<i64>,
 }
 
 impl Columns {
@@ -139,6 +142,7 @@ impl Columns {
         self.pair_key.push(row.pair_key);
         self.attributes.push(row.attributes);
         self.received_ns.push(now_ns);
+        self.gpu_time.push(row.gpu_time);
     }
 }
 
@@ -212,6 +216,7 @@ impl Store for PostgresStore {
                 &c.pair_key,
                 &c.attributes,
                 &c.received_ns,
+                &c.gpu_time,
             ],
         )?;
         tx.commit()?;

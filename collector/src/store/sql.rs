@@ -4,7 +4,7 @@
 //! PostgreSQL.
 
 use super::{period_of, RatedEvent, SidePolicy};
-use crate::usage::{Side, UsageEvent};
+use crate::usage::{Side, UsageEvent, GPU_OPERATION};
 
 /// How far apart the two ends of one call may start.
 pub const PAIR_WINDOW_NS: i64 = 5_000_000_000;
@@ -12,9 +12,9 @@ pub const PAIR_WINDOW_NS: i64 = 5_000_000_000;
 pub const INSERT: &str = "INSERT INTO usage (id, time_ns, start_ns, period, billed_period,
         adjustment, side, provider, operation, model, org, team, \"user\", price_id,
         input, cached_input, cache_creation_input, output, reasoning,
-        pair_key, attributes, received_ns)
+        pair_key, attributes, received_ns, gpu_time)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-        $15, $16, $17, $18, $19, $20, $21, $22)
+        $15, $16, $17, $18, $19, $20, $21, $22, $23)
     ON CONFLICT (id) DO NOTHING";
 
 /// [`INSERT`] for a whole batch on PostgreSQL: one array per column. Returns the
@@ -22,11 +22,11 @@ pub const INSERT: &str = "INSERT INTO usage (id, time_ns, start_ns, period, bill
 pub const INSERT_UNNEST: &str = "INSERT INTO usage (id, time_ns, start_ns, period, billed_period,
         adjustment, side, provider, operation, model, org, team, \"user\", price_id,
         input, cached_input, cache_creation_input, output, reasoning,
-        pair_key, attributes, received_ns)
+        pair_key, attributes, received_ns, gpu_time)
     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
         $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
         $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
-        $19::bigint[], $20::text[], $21::text[], $22::bigint[])
+        $19::bigint[], $20::text[], $21::text[], $22::bigint[], $23::bigint[])
     ON CONFLICT (id) DO NOTHING
     RETURNING adjustment";
 
@@ -72,10 +72,12 @@ fn usage_where(policy: SidePolicy, filter: &str) -> String {
         ),
     };
     format!(
-        "SELECT org, team, \"user\", price_id, model, CAST(count(*) AS BIGINT),
+        "SELECT org, team, \"user\", price_id, model,
+            CAST(sum(CASE WHEN operation = 'gpu' THEN 0 ELSE 1 END) AS BIGINT),
             CAST(sum(input) AS BIGINT), CAST(sum(cached_input) AS BIGINT),
             CAST(sum(cache_creation_input) AS BIGINT), CAST(sum(output) AS BIGINT),
-            CAST(sum(reasoning) AS BIGINT), CAST(sum(adjustment) AS BIGINT)
+            CAST(sum(reasoning) AS BIGINT), CAST(sum(adjustment) AS BIGINT),
+            CAST(sum(gpu_time) AS BIGINT)
          FROM usage u
          WHERE {filter} AND {side}
          GROUP BY org, team, \"user\", price_id, model
@@ -89,6 +91,8 @@ pub struct Row {
     pub start_ns: i64,
     /// Disjoint quantities, `usage::TOKEN_TYPES` order.
     pub quantities: [i64; 5],
+    /// GPU time held, µs (GPU rows only).
+    pub gpu_time: i64,
     pub pair_key: String,
     pub attributes: String,
 }
@@ -101,7 +105,13 @@ impl Row {
             period: period_of(e.time_ns),
             start_ns: e.start_ns.unwrap_or(e.time_ns),
             quantities: billable.map(|(_, q)| i64::try_from(q).unwrap_or(i64::MAX)),
-            pair_key: format!("{}|{}|{}", e.model, e.tokens.input, e.tokens.output),
+            gpu_time: i64::try_from(e.gpu_time_us).unwrap_or(i64::MAX),
+            // A GPU interval is not a call: it never pairs with another record.
+            pair_key: if e.operation == GPU_OPERATION {
+                format!("gpu|{}", e.id)
+            } else {
+                format!("{}|{}|{}", e.model, e.tokens.input, e.tokens.output)
+            },
             attributes: serde_json::to_string(&e.attributes).expect("attributes serialise"),
         }
     }
@@ -133,6 +143,7 @@ pub fn event_of(
         operation,
         model,
         tokens: Default::default(),
+        gpu_time_us: 0,
         attributes: serde_json::from_str(&attributes).unwrap_or_default(),
     }
 }

@@ -9,9 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{period_of, sql, IngestOutcome, RatedEvent, SidePolicy, Store, StoreError, UsageRow};
 use crate::{accounts::Account, usage::UsageEvent};
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/sqlite/0001_usage.sql"),
     include_str!("../../migrations/sqlite/0002_alerts.sql"),
+    include_str!("../../migrations/sqlite/0003_gpu_time.sql"),
 ];
 
 pub struct SqliteStore {
@@ -69,6 +70,7 @@ impl SqliteStore {
                 requests: n(5)?,
                 quantities: [n(6)?, n(7)?, n(8)?, n(9)?, n(10)?],
                 adjustments: n(11)?,
+                gpu_time_us: n(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -127,6 +129,7 @@ impl Store for SqliteStore {
                     row.pair_key,
                     row.attributes,
                     now_ns,
+                    row.gpu_time,
                 ])?;
                 if changed == 0 {
                     outcome.duplicates += 1;
