@@ -72,6 +72,7 @@ pub struct Meter {
     /// For processes gone before their /proc/PID/cgroup was read: the path of the cgroup id
     /// the kernel reported.
     cgroup_paths: CgroupPaths,
+    unknown_layout_logged: bool,
     exchanges: Vec<Exchange>,
     queue: Option<SyncSender<Work>>,
     worker: Option<JoinHandle<()>>,
@@ -135,6 +136,7 @@ impl Meter {
             addresses: LruCache::new(NonZeroUsize::new(16384).expect("non-zero")),
             workloads: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             cgroup_paths: CgroupPaths::new(),
+            unknown_layout_logged: false,
             exchanges: Vec::new(),
             queue: Some(queue),
             worker: Some(worker),
@@ -366,14 +368,30 @@ impl StreamSink for Meter {
                 ..
             } => {
                 let paths = &mut self.cgroup_paths;
+                let mut fresh = false;
                 let workload = self
                     .workloads
                     .get_or_insert(id.conn.pid, || {
+                        fresh = true;
                         Workload::of_process(id.conn.pid)
                             .or_else(|| Some(Workload::from_path(&paths.path_of(*cgroup_id)?)))
                             .unwrap_or_default()
                     })
                     .clone();
+                if fresh && workload.pod_uid.is_none() && !self.unknown_layout_logged {
+                    if let Some(path) = workload
+                        .cgroup
+                        .as_deref()
+                        .filter(|p| p.contains("kubepods"))
+                    {
+                        warn!(
+                            cgroup = path,
+                            "a cgroup under kubepods names no pod uid this agent can read (an unknown \
+                             layout): its records carry the cgroup path only (said once)"
+                        );
+                        self.unknown_layout_logged = true;
+                    }
+                }
                 let entry = self.conns.entry(id.conn).or_insert_with(|| {
                     let meta = ConnMeta {
                         comm: comm.clone(),

@@ -28,7 +28,6 @@ pub struct PodCgroup {
 impl PodCgroup {
     /// `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`.
     pub fn create(pod_uid: &str, container_id: &str) -> PodCgroup {
-        let root = cgroup2_root().expect("cgroup v2 is mounted");
         let uid_ = pod_uid.replace('-', "_");
         let parts = [
             "kubepods.slice".to_string(),
@@ -36,10 +35,16 @@ impl PodCgroup {
             format!("kubepods-burstable-pod{uid_}.slice"),
             format!("cri-containerd-{container_id}.scope"),
         ];
+        Self::at(&parts, pod_uid, container_id)
+    }
+
+    /// Any layout: `parts` are the directories below the cgroup2 root, outermost first.
+    pub fn at(parts: &[String], pod_uid: &str, container_id: &str) -> PodCgroup {
+        let root = cgroup2_root().expect("cgroup v2 is mounted");
         let mut dir = root.clone();
         let mut created = Vec::new();
         for part in parts {
-            dir.push(part);
+            dir.push(part.as_str());
             if !dir.exists() {
                 std::fs::create_dir(&dir)
                     .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
