@@ -1,11 +1,14 @@
 //! Entry points of the agent's eBPF programs. Each one is a thin wrapper around the logic in
-//! its module: `ssl` (TLS plaintext at `SSL_*` calls) and `lifecycle` (process exec and exit).
+//! its module: `ssl` (TLS plaintext at `SSL_*` calls), `syscalls` (plaintext at socket syscalls)
+//! and `lifecycle` (process exec and exit); `emit` writes the records.
 #![no_std]
 #![no_main]
 
+mod emit;
 mod lifecycle;
 mod maps;
 mod ssl;
+mod syscalls;
 
 use aya_ebpf::{
     macros::{raw_tracepoint, uprobe, uretprobe},
@@ -86,6 +89,20 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     lifecycle::on_exit();
+    0
+}
+
+/// Every syscall's entry: the socket reads and writes (and closes) of plaintext processes.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    syscalls::on_enter(&ctx);
+    0
+}
+
+/// Every syscall's exit: emits what a pending socket read or write moved.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    syscalls::on_exit(&ctx);
     0
 }
 

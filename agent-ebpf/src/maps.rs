@@ -46,6 +46,27 @@ pub static STREAM_POSITIONS: LruHashMap<StreamKey, u64> = LruHashMap::with_max_e
 #[map]
 pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// Processes whose socket syscalls are captured (plaintext HTTP), set by the agent.
+#[map]
+pub static PLAINTEXT_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// (pid << 32 | fd) -> generation of descriptors the agent found are not plaintext sockets
+/// (files, pipes, TLS connections): their syscalls are skipped while the descriptor's
+/// generation is the one ignored.
+#[map]
+pub static IGNORED_FDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// (pid << 32 | fd) -> how many times a traced process closed that descriptor number. Part of
+/// a syscall stream's `conn`, so a number reused for a new socket is a new stream, and an
+/// ignore decided for the old one (late, in userspace) does not apply to the new one.
+#[map]
+pub static FD_GENERATIONS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments saved at a syscall's entry, keyed by pid_tgid, taken at its exit. Apart from
+/// `PENDING_CALLS`: `SSL_write` makes a `write` syscall while its own call is pending.
+#[map]
+pub static PENDING_SYSCALLS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
 /// Per-CPU counters, indexed by `tokenmeter_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -3,25 +3,18 @@
 //! The entry probe only remembers the arguments; the return probe emits, because only at
 //! return is it known how many bytes really moved (Node.js, for one, calls `SSL_write` several
 //! times before the handshake ends and gets -1). A call's bytes are split into
-//! `CHUNK_SIZE` records; the loop is bounded by `MAX_CHUNKS` so the verifier can check it.
+//! `CHUNK_SIZE` records (see `emit`).
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_probe_read_user as probe_read_user_raw,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     programs::{ProbeContext, RetProbeContext},
 };
 use tokenmeter_common::{
-    counter, ControlEvent, DataHeader, PendingCall, StreamKey, TlsFunction, CHUNK_SIZE,
-    DATA_HEADER_LEN, DIRECTION_READ, DIRECTION_WRITE, FLAG_READ_FAILED, FLAG_TRUNCATED,
-    MAX_CAPTURE_PER_CALL, MAX_CHUNKS,
+    counter, PendingCall, StreamKey, TlsFunction, DIRECTION_READ, DIRECTION_WRITE,
 };
 
-use crate::maps::{
-    count, data_wakeup_flags, CONTROL_EVENTS, DATA_EVENTS, PENDING_CALLS, SCRATCH, STREAM_POSITIONS,
-};
+use crate::emit::{emit_call, emit_control};
+use crate::maps::{count, PENDING_CALLS, STREAM_POSITIONS};
 
 #[inline(always)]
 pub fn on_enter(ctx: &ProbeContext, function: TlsFunction) {
@@ -82,102 +75,6 @@ pub fn on_return(ctx: &RetProbeContext) {
 }
 
 #[inline(always)]
-fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: u64) {
-    let pid = (pid_tgid >> 32) as u32;
-    let direction = function.direction();
-    let key = StreamKey {
-        conn: call.conn,
-        pid,
-        direction: direction as u32,
-    };
-    // SAFETY: value copied out at once.
-    let stream_pos = unsafe { STREAM_POSITIONS.get(&key) }.copied().unwrap_or(0);
-    let _ = STREAM_POSITIONS.insert(&key, &(stream_pos + len), 0);
-
-    let Some(event) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU scratch slot belongs to this program run.
-    let event = unsafe { &mut *event };
-    let truncated = len > MAX_CAPTURE_PER_CALL as u64;
-    if truncated {
-        count(counter::TRUNCATED_CALLS, 1);
-    }
-    event.header = DataHeader {
-        // SAFETY: helpers without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        conn: call.conn,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        stream_pos,
-        call_len: len,
-        chunk_offset: 0,
-        chunk_len: 0,
-        pid,
-        tid: pid_tgid as u32,
-        direction,
-        flags: if truncated { FLAG_TRUNCATED } else { 0 },
-        function: function as u8,
-        _pad: [0; 5],
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    let captured = if truncated {
-        MAX_CAPTURE_PER_CALL as u64
-    } else {
-        len
-    };
-    let base_flags = event.header.flags;
-
-    for i in 0..MAX_CHUNKS {
-        let offset = (i * CHUNK_SIZE) as u64;
-        if offset >= captured {
-            break;
-        }
-        let remaining = captured - offset;
-        let mut n = if remaining > CHUNK_SIZE as u64 {
-            CHUNK_SIZE as u32
-        } else {
-            remaining as u32
-        };
-        // Restate the bound where the verifier can see it.
-        if n as usize > CHUNK_SIZE {
-            n = CHUNK_SIZE as u32;
-        }
-        let src = (call.buf + offset) as *const core::ffi::c_void;
-        let dst = event.payload.as_mut_ptr() as *mut core::ffi::c_void;
-        // SAFETY: n <= CHUNK_SIZE, the size of the destination.
-        let read = unsafe { probe_read_user_raw(dst, n, src) };
-        let (payload_len, flags) = if read == 0 {
-            (n, base_flags)
-        } else {
-            count(counter::READ_FAILURES, 1);
-            (0, base_flags | FLAG_READ_FAILED)
-        };
-        event.header.chunk_offset = offset as u32;
-        event.header.chunk_len = n;
-        event.header.flags = flags;
-        let record_len = DATA_HEADER_LEN + (payload_len as usize & (2 * CHUNK_SIZE - 1));
-        let record_len = if record_len > DATA_HEADER_LEN + CHUNK_SIZE {
-            DATA_HEADER_LEN + CHUNK_SIZE
-        } else {
-            record_len
-        };
-        // SAFETY: record_len <= size_of::<DataEvent>(), checked above.
-        let record =
-            unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, record_len) };
-        if DATA_EVENTS
-            .output::<[u8]>(record, data_wakeup_flags())
-            .is_ok()
-        {
-            count(counter::EVENTS, 1);
-            count(counter::BYTES, payload_len as u64);
-        } else {
-            count(counter::DROPPED_EVENTS, 1);
-            count(counter::DROPPED_BYTES, n as u64);
-        }
-    }
-}
-
-#[inline(always)]
 pub fn on_close(ctx: &ProbeContext, kind: u32) {
     let Some(conn) = ctx.arg::<u64>(0) else {
         return;
@@ -206,19 +103,4 @@ pub fn on_set_fd(ctx: &ProbeContext) {
     }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     emit_control(conn, fd as u64, pid, tokenmeter_common::CONTROL_CONN_FD);
-}
-
-#[inline(always)]
-fn emit_control(conn: u64, value: u64, pid: u32, kind: u32) {
-    let event = ControlEvent {
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        conn,
-        value,
-        pid,
-        kind,
-    };
-    if CONTROL_EVENTS.output::<ControlEvent>(&event, 0).is_err() {
-        count(counter::DROPPED_CONTROL, 1);
-    }
 }

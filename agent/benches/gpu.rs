@@ -39,8 +39,9 @@ fn script(fake: &Fake) -> HashMap<u32, String> {
             .map(|p| (pid(g, p), u64::from(p + 1) << 28))
             .collect();
         fake.set_processes(device, &processes);
-        for (p, _) in processes {
-            pods.insert(p, format!("{:08x}-1111-2222-3333-444444444444", p / 4));
+        for p in 0..PROCESSES_PER_GPU {
+            let pod = (g * PROCESSES_PER_GPU + p) / 4;
+            pods.insert(pid(g, p), format!("{pod:08x}-1111-2222-3333-444444444444"));
         }
     }
     pods

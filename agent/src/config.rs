@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub tenants: crate::attribution::TenantConfig,
     /// GPU use per pod, from NVML.
     pub gpu: crate::attribution::gpu::GpuConfig,
+    /// Plaintext HTTP at the socket syscalls, for processes behind a TLS-terminating proxy.
+    pub plaintext: crate::capture::plaintext::PlaintextConfig,
     /// Tokenizers for counting tokens the server did not report.
     pub tokens: crate::tokens::TokenizerConfig,
     /// Where usage records go, the spool, the OTLP connection.
@@ -177,6 +179,12 @@ impl AgentConfig {
                 reason,
             }
         })?;
+        self.plaintext
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                field: "plaintext".into(),
+                reason,
+            })?;
         self.gpu.validate().map_err(|reason| ConfigError::Invalid {
             field: "gpu".into(),
             reason,

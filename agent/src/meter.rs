@@ -47,7 +47,7 @@ enum Work {
     /// An LLM call, to count, attribute and export.
     Call(Box<Pending>),
     /// A pod's GPU use over a report interval, to export.
-    Gpu(GpuUsageRecord),
+    Gpu(Box<GpuUsageRecord>),
 }
 
 /// One LLM call on its way to a record.
@@ -187,7 +187,7 @@ impl Meter {
                         next_report = Instant::now() + report_every;
                         for record in reporter.report(&mut sampler, wall_us() * 1000) {
                             metrics.gpu_records.fetch_add(1, Ordering::Relaxed);
-                            if queue.send(Work::Gpu(record)).is_err() {
+                            if queue.send(Work::Gpu(Box::new(record))).is_err() {
                                 return;
                             }
                         }

@@ -23,6 +23,7 @@ use crate::{
     capture::{
         self,
         discovery::{ProcScanner, ProcessInfo},
+        plaintext::Plaintext,
         record::{decode_control, decode_data, ControlRecord},
         selector::Selector,
         sockets::{self, SocketPair},
@@ -114,6 +115,8 @@ struct Loop<'a> {
     reassembler: Reassembler,
     scanner: ProcScanner,
     selector: Selector,
+    /// Syscall capture of plaintext HTTP, when enabled.
+    plaintext: Option<Plaintext>,
     sink: &'a mut dyn StreamSink,
     events: Vec<StreamEvent>,
     rescans: BTreeMap<Instant, Vec<u32>>,
@@ -140,7 +143,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, CaptureError> {
     let selector = Selector::new(&config.selector).expect("validated config");
-    let capture = capture::start(&options.sysfs_root, selector.selects_all())?;
+    let capture = capture::start(
+        &options.sysfs_root,
+        selector.selects_all(),
+        config.plaintext.enabled,
+    )?;
+    let plaintext = capture
+        .plaintext
+        .map(|maps| Plaintext::new(&config.plaintext, maps));
     let library_pattern = Regex::new(&config.discovery.library_pattern).expect("validated config");
     let io_error = |source: std::io::Error| CaptureError::Io(source);
     let mut state = Loop {
@@ -156,6 +166,7 @@ pub async fn run(
         }),
         scanner: ProcScanner::new("/proc", library_pattern),
         selector,
+        plaintext,
         sink,
         events: Vec::new(),
         rescans: BTreeMap::new(),
@@ -257,7 +268,11 @@ impl Loop<'_> {
         let ring = self.data.get_mut();
         while let Some(item) = ring.next() {
             match decode_data(&item) {
-                Ok(record) => self.reassembler.push(record, &mut self.events),
+                Ok(record) => {
+                    if self.plaintext.as_mut().is_none_or(|p| p.admit(&record)) {
+                        self.reassembler.push(record, &mut self.events);
+                    }
+                }
                 Err(error) => {
                     self.undecodable += 1;
                     self.metrics
@@ -266,6 +281,9 @@ impl Loop<'_> {
                     internal_events::record_undecodable("data", &error, self.undecodable);
                 }
             }
+        }
+        if let Some(plaintext) = &self.plaintext {
+            self.metrics.set_plaintext(&plaintext.stats);
         }
         self.forward();
     }
@@ -299,6 +317,9 @@ impl Loop<'_> {
                 ControlRecord::Exit { pid } => {
                     inspect_now.remove(&pid);
                     self.attacher.process_exited(pid);
+                    if let Some(plaintext) = self.plaintext.as_mut() {
+                        plaintext.exited(pid);
+                    }
                     self.closes
                         .push_back((now + CLOSE_GRACE, PendingClose::Process(pid)));
                 }
@@ -306,11 +327,17 @@ impl Loop<'_> {
                     self.close_later(now, pid, conn, CloseReason::Shutdown)
                 }
                 ControlRecord::ConnFd { pid, conn, fd } => {
+                    if let Some(plaintext) = self.plaintext.as_mut() {
+                        plaintext.tls_fd(pid, fd);
+                    }
                     if let Some(addresses) = sockets::lookup(pid, fd) {
                         self.sink.connection_addresses(pid, conn, addresses);
                     }
                 }
                 ControlRecord::ConnFree { pid, conn } => {
+                    if let Some(plaintext) = self.plaintext.as_mut() {
+                        plaintext.closed(pid, conn);
+                    }
                     self.close_later(now, pid, conn, CloseReason::Free)
                 }
             }
@@ -374,6 +401,9 @@ impl Loop<'_> {
     fn consider(&mut self, process: &ProcessInfo) {
         let selected = process.pid != std::process::id() && self.selector.matches(process);
         self.attacher.attach_process(process, selected);
+        if let Some(plaintext) = self.plaintext.as_mut() {
+            plaintext.consider(process);
+        }
     }
 
     fn forward(&mut self) {

@@ -77,7 +77,8 @@ pub struct DataEvent {
     pub payload: [u8; CHUNK_SIZE],
 }
 
-/// The TLS entry points the agent probes.
+/// Where captured bytes come from: the TLS entry points the agent probes, and the socket
+/// syscalls of processes selected for plaintext capture.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsFunction {
@@ -85,6 +86,20 @@ pub enum TlsFunction {
     SslWriteEx = 1,
     SslRead = 2,
     SslReadEx = 3,
+    /// `write`/`sendto` on a socket (plaintext HTTP, no TLS).
+    SysWrite = 4,
+    /// `read`/`recvfrom` on a socket.
+    SysRead = 5,
+}
+
+/// The `conn` of a stream captured at the syscalls: this bit, the descriptor's generation
+/// (how many times the process closed that number before) in bits 32-62 and the file
+/// descriptor in bits 0-31. User-space pointers (an `SSL*`) never have bit 63 set.
+pub const SYSCALL_CONN: u64 = 1 << 63;
+
+/// The `conn` of generation `generation` of descriptor `fd`.
+pub const fn syscall_conn(fd: u32, generation: u32) -> u64 {
+    SYSCALL_CONN | (((generation & 0x7fff_ffff) as u64) << 32) | fd as u64
 }
 
 impl TlsFunction {
@@ -95,6 +110,8 @@ impl TlsFunction {
             1 => Some(Self::SslWriteEx),
             2 => Some(Self::SslRead),
             3 => Some(Self::SslReadEx),
+            4 => Some(Self::SysWrite),
+            5 => Some(Self::SysRead),
             _ => None,
         }
     }
@@ -102,8 +119,8 @@ impl TlsFunction {
     /// Direction of the bytes this function moves.
     pub const fn direction(self) -> u8 {
         match self {
-            Self::SslWrite | Self::SslWriteEx => DIRECTION_WRITE,
-            Self::SslRead | Self::SslReadEx => DIRECTION_READ,
+            Self::SslWrite | Self::SslWriteEx | Self::SysWrite => DIRECTION_WRITE,
+            Self::SslRead | Self::SslReadEx | Self::SysRead => DIRECTION_READ,
         }
     }
 

@@ -50,21 +50,34 @@ pub struct LlmServer {
     child: Child,
     dir: tempfile::TempDir,
     pub port: u16,
+    tls: bool,
     _certs: Certs,
 }
 
 impl LlmServer {
     /// `server` is `uvicorn` (HTTP/1.1) or `hypercorn` (HTTP/2 with ALPN too).
     pub fn start(python: &PathBuf, server: &str) -> LlmServer {
+        Self::start_with(python, server, true)
+    }
+
+    /// Plain HTTP (no TLS), as an inference server behind a TLS-terminating ingress.
+    pub fn start_plain(python: &PathBuf) -> LlmServer {
+        Self::start_with(python, "uvicorn", false)
+    }
+
+    fn start_with(python: &PathBuf, server: &str, tls: bool) -> LlmServer {
         let certs = Certs::generate();
         let dir = fixtures::tempdir("llm-server");
         let port_file = dir.path().join("port");
-        let mut child = Command::new(python)
-            .arg(fixtures::fixture("openai_server.py"))
-            .arg("--cert")
-            .arg(&certs.cert)
-            .arg("--key")
-            .arg(&certs.key)
+        let mut cmd = Command::new(python);
+        cmd.arg(fixtures::fixture("openai_server.py"));
+        if tls {
+            cmd.arg("--cert")
+                .arg(&certs.cert)
+                .arg("--key")
+                .arg(&certs.key);
+        }
+        let mut child = cmd
             .arg("--port-file")
             .arg(&port_file)
             .arg("--log")
@@ -86,6 +99,7 @@ impl LlmServer {
             child,
             dir,
             port,
+            tls,
             _certs: certs,
         }
     }
@@ -96,7 +110,8 @@ impl LlmServer {
     }
 
     pub fn base_url(&self) -> String {
-        format!("https://127.0.0.1:{}/v1", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/v1", self.port)
     }
 
     /// Every request served so far.

@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod counters;
 pub mod discovery;
+pub mod plaintext;
 pub mod preflight;
 pub mod record;
 pub mod selector;
@@ -31,6 +32,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Raw tracepoint programs, named after their tracepoint.
 const TRACEPOINT_PROGRAMS: [&str; 2] = ["sched_process_exec", "sched_process_exit"];
+/// The syscall tracepoints of plaintext capture, attached only when it is enabled.
+const SYSCALL_PROGRAMS: [&str; 2] = ["sys_enter", "sys_exit"];
 
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +68,13 @@ pub struct Capture {
     pub data: RingBuf<MapData>,
     pub control: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// The plaintext (syscall) capture's maps, when it is enabled.
+    pub plaintext: Option<plaintext::PlaintextMaps>,
 }
 
 /// Checks the system, loads the programs and starts following process lifecycle. No TLS
 /// library is probed yet: that is the discovery loop's job.
-pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError> {
+pub fn start(sysfs: &Path, all_processes: bool, plaintext: bool) -> Result<Capture, CaptureError> {
     let report = preflight::check(sysfs)?;
     for warning in report.warnings {
         warn!("{warning}");
@@ -83,7 +88,12 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
             .load()
             .map_err(|source| CaptureError::Program { program, source })?;
     }
-    for program in TRACEPOINT_PROGRAMS {
+    let syscalls = if plaintext {
+        &SYSCALL_PROGRAMS[..]
+    } else {
+        &[]
+    };
+    for &program in TRACEPOINT_PROGRAMS.iter().chain(syscalls) {
         let tracepoint: &mut RawTracePoint = program_mut(&mut ebpf, program)?;
         tracepoint
             .load()
@@ -93,7 +103,17 @@ pub fn start(sysfs: &Path, all_processes: bool) -> Result<Capture, CaptureError>
     let data = take_map(&mut ebpf, "DATA_EVENTS")?;
     let control = take_map(&mut ebpf, "CONTROL_EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let plaintext = if plaintext {
+        Some(plaintext::PlaintextMaps {
+            pids: take_map(&mut ebpf, "PLAINTEXT_PIDS")?,
+            ignored: take_map(&mut ebpf, "IGNORED_FDS")?,
+            generations: take_map(&mut ebpf, "FD_GENERATIONS")?,
+        })
+    } else {
+        None
+    };
     Ok(Capture {
+        plaintext,
         attacher: Attacher::new(ebpf, all_processes),
         data,
         control,

@@ -42,6 +42,8 @@ pub struct AgentMetrics {
     pub gpu_devices: AtomicU64,
     /// Per-pod GPU usage records produced.
     pub gpu_records: AtomicU64,
+    /// Plaintext (syscall) capture: processes traced, descriptors skipped.
+    plaintext: [AtomicU64; 3],
 }
 
 /// (name, help) of the capture counters, in `CaptureCounters` order.
@@ -101,6 +103,18 @@ impl AgentMetrics {
         }
     }
 
+    /// The plaintext capture's figures.
+    pub fn set_plaintext(&self, stats: &crate::capture::plaintext::PlaintextStats) {
+        let values = [
+            stats.processes,
+            stats.ignored_not_socket,
+            stats.ignored_tls,
+        ];
+        for (slot, value) in self.plaintext.iter().zip(values) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -108,7 +122,12 @@ impl AgentMetrics {
         for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
             metric(&mut out, name, "counter", help, &[("", get(value))]);
         }
-        let gauges: [(&str, &str, u64); 8] = [
+        let gauges: [(&str, &str, u64); 9] = [
+            (
+                "tokenmeter_capture_plaintext_processes",
+                "Processes whose socket syscalls are captured (plaintext HTTP).",
+                get(&self.plaintext[0]),
+            ),
             (
                 "tokenmeter_gpu_devices",
                 "GPUs the NVML sampler reads (0 without NVML).",
@@ -233,6 +252,16 @@ impl AgentMetrics {
         for (name, help, value) in counters {
             metric(&mut out, name, "counter", help, &[("", value)]);
         }
+        metric(
+            &mut out,
+            "tokenmeter_capture_plaintext_ignored_fds_total",
+            "counter",
+            "Descriptors of plaintext processes skipped: not a socket, or carrying TLS.",
+            &[
+                ("reason=\"not_socket\"", get(&self.plaintext[1])),
+                ("reason=\"tls\"", get(&self.plaintext[2])),
+            ],
+        );
         let by_protocol: Vec<(String, u64)> = PROTOCOLS
             .iter()
             .zip(&self.http_connections)
@@ -283,6 +312,6 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 8 + 8 + 15 + 1);
+        assert_eq!(types, 8 + 9 + 15 + 2);
     }
 }

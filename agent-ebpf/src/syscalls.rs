@@ -1,0 +1,139 @@
+//! Plaintext at the socket syscalls, for the processes the agent selected (`PLAINTEXT_PIDS`):
+//! an inference server behind a TLS-terminating ingress speaks plain HTTP. `write`/`sendto`
+//! and `read`/`recvfrom` are copied at exit (only the bytes really moved), `close` ends the
+//! descriptor's streams. Descriptors the agent classified as not plaintext sockets (files,
+//! pipes, TLS connections, whose ciphertext must not be counted next to their plaintext) are
+//! in `IGNORED_FDS` and skipped at entry.
+//!
+//! Raw tracepoints `sys_enter`/`sys_exit` (no tracefs needed); the arguments are read from the
+//! `struct pt_regs` the tracepoint passes, so this is x86_64 only (register offsets and
+//! syscall numbers).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    programs::RawTracePointContext,
+};
+use tokenmeter_common::{
+    syscall_conn, PendingCall, StreamKey, TlsFunction, CONTROL_CONN_FREE, DIRECTION_READ,
+    DIRECTION_WRITE,
+};
+
+use crate::emit::{emit_call, emit_control};
+use crate::maps::{
+    FD_GENERATIONS, IGNORED_FDS, PENDING_SYSCALLS, PLAINTEXT_PIDS, STREAM_POSITIONS,
+};
+
+const SYS_READ: u64 = 0;
+const SYS_WRITE: u64 = 1;
+const SYS_CLOSE: u64 = 3;
+const SYS_SENDTO: u64 = 44;
+const SYS_RECVFROM: u64 = 45;
+
+/// Offsets in x86_64's `struct pt_regs` of the first three syscall arguments.
+const REG_DI: u64 = 112;
+const REG_SI: u64 = 104;
+
+#[inline(always)]
+fn reg(regs: u64, offset: u64) -> Option<u64> {
+    // SAFETY: a kernel read through the helper, which checks the address.
+    unsafe { bpf_probe_read_kernel((regs + offset) as *const u64) }.ok()
+}
+
+/// The descriptor's key in the per-fd maps, and its current generation.
+#[inline(always)]
+fn generation(pid: u32, fd: u64) -> (u64, u32) {
+    let key = ((pid as u64) << 32) | (fd & 0xffff_ffff);
+    // SAFETY: value copied out at once.
+    let generation = unsafe { FD_GENERATIONS.get(&key) }.copied().unwrap_or(0);
+    (key, generation)
+}
+
+#[inline(always)]
+fn selected(pid: u32) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { PLAINTEXT_PIDS.get(&pid) }.is_some()
+}
+
+#[inline(always)]
+pub fn on_enter(ctx: &RawTracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if !selected(pid) {
+        return;
+    }
+    let regs: u64 = ctx.arg(0);
+    let id: u64 = ctx.arg(1);
+    let function = match id {
+        SYS_WRITE | SYS_SENDTO => TlsFunction::SysWrite,
+        SYS_READ | SYS_RECVFROM => TlsFunction::SysRead,
+        SYS_CLOSE => {
+            if let Some(fd) = reg(regs, REG_DI) {
+                on_close(pid, fd & 0xffff_ffff);
+            }
+            return;
+        }
+        _ => return,
+    };
+    let (Some(fd), Some(buf)) = (reg(regs, REG_DI), reg(regs, REG_SI)) else {
+        return;
+    };
+    let (key, generation) = generation(pid, fd);
+    // SAFETY: value compared at once.
+    if unsafe { IGNORED_FDS.get(&key) }.is_some_and(|ignored| *ignored == generation) {
+        return;
+    }
+    let call = PendingCall {
+        conn: syscall_conn(fd as u32, generation),
+        buf,
+        len_out: 0,
+        function: function as u8,
+        _pad: [0; 7],
+    };
+    let _ = PENDING_SYSCALLS.insert(&pid_tgid, &call, 0);
+}
+
+#[inline(always)]
+pub fn on_exit(ctx: &RawTracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !selected((pid_tgid >> 32) as u32) {
+        return;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { PENDING_SYSCALLS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = PENDING_SYSCALLS.remove(&pid_tgid);
+    let ret: i64 = ctx.arg(1);
+    let Some(function) = TlsFunction::from_u8(call.function) else {
+        return;
+    };
+    if ret > 0 {
+        emit_call(pid_tgid, &call, function, ret as u64);
+    }
+}
+
+/// `close(fd)`: the descriptor's classification and stream positions go; the agent is told
+/// only when a stream of it was captured.
+#[inline(always)]
+fn on_close(pid: u32, fd: u64) {
+    let (key, generation) = generation(pid, fd);
+    let _ = IGNORED_FDS.remove(&key);
+    let conn = syscall_conn(fd as u32, generation);
+    let mut seen = false;
+    for direction in [DIRECTION_WRITE, DIRECTION_READ] {
+        let key = StreamKey {
+            conn,
+            pid,
+            direction: direction as u32,
+        };
+        if STREAM_POSITIONS.remove(&key).is_ok() {
+            seen = true;
+        }
+    }
+    if seen {
+        // Only numbers that carried a stream get a new generation: the map holds sockets,
+        // not every file the process opens.
+        let _ = FD_GENERATIONS.insert(&key, &(generation.wrapping_add(1)), 0);
+        emit_control(conn, fd, pid, CONTROL_CONN_FREE);
+    }
+}

@@ -1,0 +1,117 @@
+//! Plaintext HTTP at the socket syscalls (issue 8): a vLLM-shaped server on plain HTTP (as
+//! behind a TLS-terminating ingress) and the `openai` SDK, metered on both sides from their
+//! `sendto`/`recvfrom`, with the server's own usage as the reference; and with syscall capture
+//! on, a TLS connection is metered once, from its plaintext, never from its ciphertext.
+
+use serde_json::Value;
+use tokenmeter_tests::agent::{Agent, AgentOptions};
+use tokenmeter_tests::e2e_prelude;
+use tokenmeter_tests::llm::{self, LlmServer};
+
+const CONFIG: &str = "[plaintext]\nenabled = true\ncomm = [\"^python\"]\n";
+
+fn records(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r.get("api").is_some())
+        .collect()
+}
+
+fn metric(agent: &Agent, line: &str) -> u64 {
+    let (_, body) = agent.get("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line} not in /metrics"))
+}
+
+#[test]
+fn plaintext_http_is_metered_on_both_sides() {
+    let test = "plaintext_http_is_metered_on_both_sides";
+    let Some(_guard) = e2e_prelude(test) else {
+        return;
+    };
+    let Some(python) = llm::require_python(test) else {
+        return;
+    };
+    let server = LlmServer::start_plain(&python);
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        metrics: true,
+        config: Some(CONFIG.into()),
+        ..Default::default()
+    });
+    assert!(metric(&agent, "tokenmeter_capture_plaintext_processes ") >= 1);
+    let plain = llm::openai_client(&python, &server, &["--max-tokens", "4"]);
+    let streamed = llm::openai_client(
+        &python,
+        &server,
+        &["--stream", "--include-usage", "--max-tokens", "6"],
+    );
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = records(&run.stdout);
+    let served = server.served();
+    assert_eq!(served.len(), 2, "{served:#?}");
+    for (client, served) in [(&plain, &served[0]), (&streamed, &served[1])] {
+        let client_side: Vec<&Value> = records.iter().filter(|r| r["pid"] == client.pid).collect();
+        assert_eq!(client_side.len(), 1, "client {}: {records:#?}", client.pid);
+        let server_side: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["side"] == "server" && r["stream"] == served.stream)
+            .collect();
+        assert_eq!(server_side.len(), 1, "{records:#?}");
+        for record in [client_side[0], server_side[0]] {
+            assert_eq!(
+                record["tokens"]["input"], served.prompt_tokens,
+                "{record:#}"
+            );
+            assert_eq!(
+                record["tokens"]["output"], served.completion_tokens,
+                "{record:#}"
+            );
+            assert_eq!(record["tokens"]["input_source"], "reported");
+            assert!(record["error"].is_null(), "{record:#}");
+        }
+        assert_eq!(server_side[0]["pid"], server.pid());
+    }
+}
+
+#[test]
+fn a_tls_connection_is_counted_once_with_syscall_capture_on() {
+    let test = "a_tls_connection_is_counted_once_with_syscall_capture_on";
+    let Some(_guard) = e2e_prelude(test) else {
+        return;
+    };
+    let Some(python) = llm::require_python(test) else {
+        return;
+    };
+    let server = LlmServer::start(&python, "uvicorn");
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        metrics: true,
+        config: Some(CONFIG.into()),
+        ..Default::default()
+    });
+    let client = llm::openai_client(&python, &server, &["--max-tokens", "4"]);
+    let ignored_tls = metric(
+        &agent,
+        "tokenmeter_capture_plaintext_ignored_fds_total{reason=\"tls\"} ",
+    );
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = records(&run.stdout);
+    // One call: one record per side, from the TLS plaintext; the ciphertext on both sockets
+    // was recognised and skipped.
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records.iter().filter(|r| r["pid"] == client.pid).count(), 1);
+    assert!(
+        ignored_tls >= 2,
+        "both ends' TLS sockets skipped: {ignored_tls}"
+    );
+    let served = &server.served()[0];
+    for record in &records {
+        assert_eq!(record["tokens"]["output"], served.completion_tokens);
+    }
+}
