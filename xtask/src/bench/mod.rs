@@ -20,6 +20,7 @@ use crate::util::{self, Steps};
 
 mod report;
 mod stats;
+mod syscalls;
 
 use report::SizeResult;
 use stats::AgentStats;
@@ -27,7 +28,7 @@ use stats::AgentStats;
 /// Write sizes measured: a small request and a full 16 KiB TLS record.
 const SIZES: [u32; 2] = [64, 16384];
 /// Alternating without/with pairs per size.
-const ROUNDS: usize = 3;
+pub const ROUNDS: usize = 3;
 /// The event-rate run makes this many times `--iterations` calls.
 const RATE_MULTIPLIER: u64 = 10;
 /// A generous ceiling for one tls_loop run (a hung loop must not hang the benchmark).
@@ -39,11 +40,15 @@ pub fn run(iterations: u64) -> Result<()> {
     agent::build(true)?;
 
     let dir = util::fresh_work_dir("bench")?;
-    let mut steps = Steps::new("bench", 3 + SIZES.len());
+    let mut steps = Steps::new("bench", 4 + 2 * SIZES.len());
 
     let step = steps.start("compile tests/fixtures/tls_loop.c");
     let tls_loop = TlsLoop::build(&dir)?;
     step.ok(tls_loop.binary.display().to_string());
+
+    let step = steps.start("compile tests/fixtures/sock_loop.c");
+    let sock_loop = syscalls::build(&dir)?;
+    step.ok(sock_loop.binary.display().to_string());
 
     let mut bench = Bench {
         dir: &dir,
@@ -75,8 +80,23 @@ pub fn run(iterations: u64) -> Result<()> {
         rate.stats.drops()
     ));
 
+    let mut plaintext = Vec::new();
+    for size in SIZES {
+        let step = steps.start(&format!(
+            "{size} B plaintext writes: {ROUNDS} rounds without / captured / other process captured"
+        ));
+        let result = syscalls::overhead(&mut bench, &sock_loop, size, iterations, &step)?;
+        step.ok(format!(
+            "captured {:.2}x, tracepoints only {:.2}x (wall)",
+            result.ratio(&result.captured),
+            result.ratio(&result.other)
+        ));
+        plaintext.push(result);
+    }
+
     let step = steps.start("write target/bench/results.md");
-    let report = report::report(iterations, &sizes, &rate, bench.max_rss_kib);
+    let mut report = report::report(iterations, &sizes, &rate, bench.max_rss_kib);
+    report.push_str(&syscalls::report(&plaintext));
     let path = dir.join("results.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     step.ok(path.display().to_string());
@@ -84,10 +104,10 @@ pub fn run(iterations: u64) -> Result<()> {
     Ok(())
 }
 
-/// The compiled fixture and the certificate it serves.
-struct TlsLoop {
-    binary: PathBuf,
-    cert: Cert,
+/// A compiled loop fixture and its fixed arguments.
+pub struct TlsLoop {
+    pub binary: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// One line of tls_loop output.
@@ -112,19 +132,19 @@ impl TlsLoop {
         .context(
             "compiling tls_loop.c (needs gcc and libssl-dev: `cargo xtask setup --test-deps`)",
         )?;
-        let cert = fixtures::self_signed_cert(dir)?;
-        Ok(Self { binary, cert })
+        let Cert { cert, key } = fixtures::self_signed_cert(dir)?;
+        Ok(Self {
+            binary,
+            args: vec!["--cert".into(), cert.into(), "--key".into(), key.into()],
+        })
     }
 
-    fn run(&self, size: u32, iterations: u64) -> Result<LoopResult> {
+    pub fn run(&self, size: u32, iterations: u64) -> Result<LoopResult> {
         // Both threads on CPU 0: on a VM, cross-CPU wake-ups dominate and swing the per-call
         // time several-fold; pinned, the loop is steady and the agent has the other CPU.
         let mut cmd = util::command("taskset");
         cmd.args(["-c", "0"]).arg(&self.binary);
-        cmd.arg("--cert")
-            .arg(&self.cert.cert)
-            .arg("--key")
-            .arg(&self.cert.key)
+        cmd.args(&self.args)
             .args(["--size", &size.to_string()])
             .args(["--iterations", &iterations.to_string()]);
         let stdout = util::output_with_timeout(&mut cmd, LOOP_TIMEOUT)?;
@@ -141,8 +161,8 @@ impl TlsLoop {
     }
 }
 
-struct Bench<'a> {
-    dir: &'a Path,
+pub struct Bench<'a> {
+    pub dir: &'a Path,
     tls_loop: &'a TlsLoop,
     max_rss_kib: u64,
 }
@@ -163,7 +183,9 @@ impl Bench<'_> {
         };
         for round in 1..=ROUNDS {
             let without = self.tls_loop.run(size, iterations)?;
-            let (with, stats) = self.with_agent(&format!("{size}-{round}"), size, iterations)?;
+            let tls_loop = self.tls_loop;
+            let (with, stats) =
+                self.with_agent(&format!("{size}-{round}"), tls_loop, None, size, iterations)?;
             step.note(&format!(
                 "round {round}: wall {:.1} / {:.1} us, cpu {:.1} / {:.1} us per call (without / with), agent drops: {}",
                 without.wall_ns_per_call / 1e3,
@@ -179,7 +201,8 @@ impl Bench<'_> {
     }
 
     fn event_rate(&mut self, iterations: u64) -> Result<RateResult> {
-        let (run, stats) = self.with_agent("rate", 64, iterations)?;
+        let tls_loop = self.tls_loop;
+        let (run, stats) = self.with_agent("rate", tls_loop, None, 64, iterations)?;
         let wall_seconds = run.wall_ns_per_call * run.iterations as f64 / 1e9;
         Ok(RateResult {
             iterations,
@@ -188,10 +211,13 @@ impl Bench<'_> {
         })
     }
 
-    /// One tls_loop run with the release agent attached, and the agent's counters.
-    fn with_agent(
+    /// One loop run with the release agent attached (with this config), and the agent's
+    /// counters.
+    pub fn with_agent(
         &mut self,
         tag: &str,
+        program: &TlsLoop,
+        config: Option<&Path>,
         size: u32,
         iterations: u64,
     ) -> Result<(LoopResult, AgentStats)> {
@@ -202,9 +228,9 @@ impl Bench<'_> {
             stdout: Stdio::null(),
             stats_file: Some(&stats_file),
             command: &["capture", "--json"],
-            config: None,
+            config,
         })?;
-        let run = self.tls_loop.run(size, iterations)?;
+        let run = program.run(size, iterations)?;
         let status = agent.interrupt(agent::STOP_TIMEOUT)?;
         if !status.success() {
             bail!(
