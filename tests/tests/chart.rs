@@ -185,4 +185,5 @@ fn the_chart_renders_validates_and_is_least_privilege() {
     said("unknown key", &["spoool"]);
     said("sqlite with replicas", &["postgres"]);
     said("unknown gpu mode", &["/agent/gpu/enabled", "auto"]);
+    said("relative plaintext cgroup", &["/agent/plaintext/cgroupPrefix"]);
 }
