@@ -5,6 +5,7 @@
 #![no_main]
 
 mod emit;
+mod go_tls;
 mod lifecycle;
 mod maps;
 mod ssl;
@@ -89,6 +90,34 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     lifecycle::on_exit();
+    0
+}
+
+/// `func (c *Conn) Write(b []byte) (int, error)` in Go's crypto/tls.
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    go_tls::on_enter(&ctx, TlsFunction::GoWrite);
+    0
+}
+
+/// `func (c *Conn) Read(b []byte) (int, error)` in Go's crypto/tls.
+#[uprobe]
+pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+    go_tls::on_enter(&ctx, TlsFunction::GoRead);
+    0
+}
+
+/// A `RET` instruction of Go's `(*Conn).Write` or `(*Conn).Read`.
+#[uprobe]
+pub fn go_tls_return(ctx: ProbeContext) -> u32 {
+    go_tls::on_return(&ctx);
+    0
+}
+
+/// `func (c *Conn) Close() error` in Go's crypto/tls.
+#[uprobe]
+pub fn go_tls_close(ctx: ProbeContext) -> u32 {
+    go_tls::on_close(&ctx);
     0
 }
 

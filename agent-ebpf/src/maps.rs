@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tokenmeter_common::{counter, DataEvent, PendingCall, StreamKey};
+use tokenmeter_common::{counter, DataEvent, GoCallKey, PendingCall, StreamKey};
 
 /// Size of `DATA_EVENTS`.
 const DATA_RING_BYTES: u32 = 32 * 1024 * 1024;
@@ -66,6 +66,12 @@ pub static FD_GENERATIONS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(6
 /// `PENDING_CALLS`: `SSL_write` makes a `write` syscall while its own call is pending.
 #[map]
 pub static PENDING_SYSCALLS: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Go `Write`/`Read` calls between entry and a `RET`, by goroutine. LRU: a goroutine that
+/// panics out of a call never reaches its `RET`.
+#[map]
+pub static GO_PENDING_CALLS: LruHashMap<GoCallKey, PendingCall> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// Per-CPU counters, indexed by `tokenmeter_common::counter`.
 #[map]

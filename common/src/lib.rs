@@ -90,6 +90,20 @@ pub enum TlsFunction {
     SysWrite = 4,
     /// `read`/`recvfrom` on a socket.
     SysRead = 5,
+    /// Go's `crypto/tls.(*Conn).Write`.
+    GoWrite = 6,
+    /// Go's `crypto/tls.(*Conn).Read`.
+    GoRead = 7,
+}
+
+/// Key of a Go call in flight: the goroutine (its `g` pointer), not the thread, since a
+/// goroutine blocked in `Read` may resume on another thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoCallKey {
+    pub goroutine: u64,
+    pub pid: u32,
+    pub _pad: u32,
 }
 
 /// The `conn` of a stream captured at the syscalls: this bit, the descriptor's generation
@@ -112,6 +126,8 @@ impl TlsFunction {
             3 => Some(Self::SslReadEx),
             4 => Some(Self::SysWrite),
             5 => Some(Self::SysRead),
+            6 => Some(Self::GoWrite),
+            7 => Some(Self::GoRead),
             _ => None,
         }
     }
@@ -119,8 +135,8 @@ impl TlsFunction {
     /// Direction of the bytes this function moves.
     pub const fn direction(self) -> u8 {
         match self {
-            Self::SslWrite | Self::SslWriteEx | Self::SysWrite => DIRECTION_WRITE,
-            Self::SslRead | Self::SslReadEx | Self::SysRead => DIRECTION_READ,
+            Self::SslWrite | Self::SslWriteEx | Self::SysWrite | Self::GoWrite => DIRECTION_WRITE,
+            Self::SslRead | Self::SslReadEx | Self::SysRead | Self::GoRead => DIRECTION_READ,
         }
     }
 
@@ -207,6 +223,7 @@ mod pod {
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::StreamKey {}
     unsafe impl aya::Pod for super::ControlEvent {}
+    unsafe impl aya::Pod for super::GoCallKey {}
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod cgroups;
 pub mod clients;
 pub mod expect;
 pub mod fixtures;
+pub mod go;
 pub mod held;
 pub mod kube;
 pub mod llm;

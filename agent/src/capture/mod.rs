@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod counters;
 pub mod discovery;
+pub mod go_tls;
 pub mod plaintext;
 pub mod preflight;
 pub mod record;

@@ -16,10 +16,33 @@ pub enum TlsProbe {
     Shutdown,
     Free,
     SetFd,
+    /// Go's `crypto/tls.(*Conn).Write` (entry).
+    GoWrite,
+    /// Go's `crypto/tls.(*Conn).Read` (entry).
+    GoRead,
+    /// A `RET` instruction of Go's `Write` or `Read` (one probe per instruction).
+    GoReturn,
+    /// Go's `crypto/tls.(*Conn).Close`.
+    GoClose,
 }
 
 impl TlsProbe {
-    pub const ALL: [TlsProbe; 7] = [
+    pub const ALL: [TlsProbe; 11] = [
+        Self::Write,
+        Self::WriteEx,
+        Self::Read,
+        Self::ReadEx,
+        Self::Shutdown,
+        Self::Free,
+        Self::SetFd,
+        Self::GoWrite,
+        Self::GoRead,
+        Self::GoReturn,
+        Self::GoClose,
+    ];
+
+    /// The OpenSSL/BoringSSL functions, found by symbol name.
+    const SSL: [TlsProbe; 7] = [
         Self::Write,
         Self::WriteEx,
         Self::Read,
@@ -39,6 +62,10 @@ impl TlsProbe {
             Self::Shutdown => "SSL_shutdown",
             Self::Free => "SSL_free",
             Self::SetFd => "SSL_set_fd",
+            Self::GoWrite => "crypto/tls.(*Conn).Write",
+            Self::GoRead => "crypto/tls.(*Conn).Read",
+            Self::GoReturn => "crypto/tls.(*Conn).Write|Read RET",
+            Self::GoClose => "crypto/tls.(*Conn).Close",
         }
     }
 
@@ -53,13 +80,17 @@ impl TlsProbe {
             Self::Shutdown => &["ssl_shutdown"],
             Self::Free => &["ssl_free"],
             Self::SetFd => &["ssl_set_fd"],
+            Self::GoWrite => &["go_tls_write"],
+            Self::GoRead => &["go_tls_read"],
+            Self::GoReturn => &["go_tls_return"],
+            Self::GoClose => &["go_tls_close"],
         }
     }
 
     fn moves_data(self) -> bool {
         matches!(
             self,
-            Self::Write | Self::WriteEx | Self::Read | Self::ReadEx
+            Self::Write | Self::WriteEx | Self::Read | Self::ReadEx | Self::GoWrite | Self::GoRead
         )
     }
 }
@@ -117,6 +148,16 @@ pub fn embedded_tls_library(file: &File) -> Option<&'static str> {
     }
 }
 
+/// Whether a stripped executable is a Go program with crypto/tls linked in: its package path
+/// stays in the binary's type and function name data.
+pub fn embedded_go_tls(elf: &object::File) -> bool {
+    elf.section_by_name(".gopclntab")
+        .or_else(|| elf.section_by_name(".data.rel.ro"))
+        .or_else(|| elf.section_by_name(".rodata"))
+        .and_then(|s| s.data().ok())
+        .is_some_and(|data| memchr::memmem::find(data, b"crypto/tls.(*Conn).Read").is_some())
+}
+
 #[cfg(test)]
 mod embedded_tests {
     #[test]
@@ -127,16 +168,31 @@ mod embedded_tests {
 }
 
 /// Reads the TLS probe points of an open ELF file; `path` only names it in errors.
+/// OpenSSL/BoringSSL by symbol, else Go's crypto/tls (see [`super::go_tls`]).
 pub fn find_tls_symbols(file: &File, path: &Path) -> Result<TlsSymbols, SymbolError> {
-    let names: Vec<&str> = TlsProbe::ALL.iter().map(|p| p.symbol()).collect();
+    let names: Vec<&str> = TlsProbe::SSL.iter().map(|p| p.symbol()).collect();
     let offsets = find_functions(file, path, &names)?;
-    Ok(TlsSymbols {
-        offsets: TlsProbe::ALL
+    let symbols = TlsSymbols {
+        offsets: TlsProbe::SSL
             .into_iter()
             .zip(offsets)
             .filter_map(|(probe, offset)| Some((probe, offset?)))
             .collect(),
-    })
+    };
+    if symbols.is_tls_library() {
+        return Ok(symbols);
+    }
+    // SAFETY: as in `find_functions`.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|source| SymbolError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    match object::File::parse(&*map) {
+        Ok(elf) => Ok(TlsSymbols {
+            offsets: super::go_tls::probes(&elf, path),
+        }),
+        Err(_) => Ok(symbols),
+    }
 }
 
 /// The file offsets of the functions `names` defined in an open ELF file, in the order
@@ -205,7 +261,7 @@ mod tests {
         let symbols = find_tls_symbols(&File::open(LIBSSL).unwrap(), Path::new(LIBSSL)).unwrap();
         assert!(symbols.is_tls_library());
         let found: Vec<_> = symbols.offsets.iter().map(|(p, _)| *p).collect();
-        assert_eq!(found, TlsProbe::ALL.to_vec());
+        assert_eq!(found, TlsProbe::SSL.to_vec());
         // Offsets are distinct and inside the file.
         let len = std::fs::metadata(LIBSSL).unwrap().len();
         for (_, offset) in &symbols.offsets {

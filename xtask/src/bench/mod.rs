@@ -18,6 +18,7 @@ use crate::agent::{self, Launch};
 use crate::fixtures::{self, Cert};
 use crate::util::{self, Steps};
 
+mod go;
 mod report;
 mod stats;
 mod syscalls;
@@ -40,7 +41,7 @@ pub fn run(iterations: u64) -> Result<()> {
     agent::build(true)?;
 
     let dir = util::fresh_work_dir("bench")?;
-    let mut steps = Steps::new("bench", 4 + 2 * SIZES.len());
+    let mut steps = Steps::new("bench", 5 + 3 * SIZES.len());
 
     let step = steps.start("compile tests/fixtures/tls_loop.c");
     let tls_loop = TlsLoop::build(&dir)?;
@@ -94,9 +95,27 @@ pub fn run(iterations: u64) -> Result<()> {
         plaintext.push(result);
     }
 
+    let step = steps.start("build tests/fixtures/go/openai_go.go (Go from target/pyenv)");
+    let go_loop = go::build(&dir)?;
+    step.ok(go_loop.binary.display().to_string());
+    let mut go_sizes = Vec::new();
+    for size in SIZES {
+        let step = steps.start(&format!(
+            "{size} B Go crypto/tls writes: {ROUNDS} rounds without/with the agent"
+        ));
+        let result = bench.overhead_of(&go_loop, "go", size, iterations, &step)?;
+        step.ok(format!(
+            "wall {:.2}x, cpu {:.2}x",
+            result.wall_ratio(),
+            result.cpu_ratio()
+        ));
+        go_sizes.push(result);
+    }
+
     let step = steps.start("write target/bench/results.md");
     let mut report = report::report(iterations, &sizes, &rate, bench.max_rss_kib);
     report.push_str(&syscalls::report(&plaintext));
+    report.push_str(&go::report(&go_sizes));
     let path = dir.join("results.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     step.ok(path.display().to_string());
@@ -176,16 +195,33 @@ pub struct RateResult {
 
 impl Bench<'_> {
     fn overhead(&mut self, size: u32, iterations: u64, step: &util::Step) -> Result<SizeResult> {
+        let tls_loop = self.tls_loop;
+        self.overhead_of(tls_loop, "tls", size, iterations, step)
+    }
+
+    /// Alternating rounds of `program` without and with the agent (default configuration).
+    pub fn overhead_of(
+        &mut self,
+        program: &TlsLoop,
+        tag: &str,
+        size: u32,
+        iterations: u64,
+        step: &util::Step,
+    ) -> Result<SizeResult> {
         let mut result = SizeResult {
             size,
             without: Vec::new(),
             with: Vec::new(),
         };
         for round in 1..=ROUNDS {
-            let without = self.tls_loop.run(size, iterations)?;
-            let tls_loop = self.tls_loop;
-            let (with, stats) =
-                self.with_agent(&format!("{size}-{round}"), tls_loop, None, size, iterations)?;
+            let without = program.run(size, iterations)?;
+            let (with, stats) = self.with_agent(
+                &format!("{tag}-{size}-{round}"),
+                program,
+                None,
+                size,
+                iterations,
+            )?;
             step.note(&format!(
                 "round {round}: wall {:.1} / {:.1} us, cpu {:.1} / {:.1} us per call (without / with), agent drops: {}",
                 without.wall_ns_per_call / 1e3,

@@ -1,0 +1,78 @@
+//! Go's crypto/tls end to end (issue 8): a Go HTTPS server and a Go client (standard library,
+//! HTTP/2 by ALPN as Go negotiates it) exchange OpenAI-style calls, streamed and not; the
+//! agent reads the plaintext at `(*Conn).Write`/`Read` and their `RET` instructions. Every
+//! call is metered once per side with the server's reported usage, and both programs finish
+//! normally.
+
+use serde_json::Value;
+use tokenmeter_tests::agent::{Agent, AgentOptions};
+use tokenmeter_tests::go::{self, GoServer};
+use tokenmeter_tests::{e2e_prelude, fixtures};
+
+fn records(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r.get("api").is_some())
+        .collect()
+}
+
+#[test]
+fn go_tls_calls_are_metered_on_both_sides() {
+    let test = "go_tls_calls_are_metered_on_both_sides";
+    let Some(_guard) = e2e_prelude(test) else {
+        return;
+    };
+    let Some(go) = go::require_go(test) else {
+        return;
+    };
+    let dir = fixtures::tempdir("go-tls");
+    let binary = go::build(&go, dir.path());
+    let server = GoServer::start(&binary);
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        ..Default::default()
+    });
+    let plain = go::client(&binary, &server, &["--max-tokens", "5"]);
+    let streamed = go::client(&binary, &server, &["--stream", "--max-tokens", "7"]);
+    let run = agent.stop();
+    run.assert_clean_exit();
+    assert!(
+        run.stderr.contains("crypto/tls.(*Conn).Write"),
+        "the Go binary was probed: {}",
+        run.stderr
+    );
+    let records = records(&run.stdout);
+    let served = server.served();
+    assert_eq!(served.len(), 2, "{served:#?}");
+    for (call, served) in [(&plain, &served[0]), (&streamed, &served[1])] {
+        assert_eq!(call.protocol, "HTTP/2.0", "Go negotiates HTTP/2");
+        let usage = call.usage.as_ref().expect("the server reported usage");
+        assert_eq!(usage["completion_tokens"], served.completion_tokens);
+        let client_side: Vec<&Value> = records.iter().filter(|r| r["pid"] == call.pid).collect();
+        assert_eq!(client_side.len(), 1, "client {}: {records:#?}", call.pid);
+        let server_side: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["pid"] == served.server_pid && r["stream"] == served.stream)
+            .collect();
+        assert_eq!(server_side.len(), 1, "{records:#?}");
+        for record in [client_side[0], server_side[0]] {
+            assert_eq!(
+                record["tokens"]["input"], served.prompt_tokens,
+                "{record:#}"
+            );
+            assert_eq!(
+                record["tokens"]["output"], served.completion_tokens,
+                "{record:#}"
+            );
+            assert_eq!(record["tokens"]["input_source"], "reported");
+            assert_eq!(record["http_version"], "2");
+            assert!(record["error"].is_null(), "{record:#}");
+        }
+    }
+    assert_eq!(
+        records.len(),
+        4,
+        "one record per side per call: {records:#?}"
+    );
+}
