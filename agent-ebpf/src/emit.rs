@@ -8,15 +8,29 @@ use aya_ebpf::helpers::{
 };
 use tokenmeter_common::{
     counter, ControlEvent, DataHeader, PendingCall, StreamKey, TlsFunction, CHUNK_SIZE,
-    DATA_HEADER_LEN, FLAG_READ_FAILED, FLAG_TRUNCATED, MAX_CAPTURE_PER_CALL, MAX_CHUNKS,
+    DATA_HEADER_LEN, FLAG_LAST_CAPTURED, FLAG_READ_FAILED, FLAG_TRUNCATED, MAX_CHUNKS,
 };
 
 use crate::maps::{
     count, data_wakeup_flags, CONTROL_EVENTS, DATA_EVENTS, SCRATCH, STREAM_POSITIONS,
 };
 
+/// A call's bytes, up to `MAX_CHUNKS` chunks (`MAX_CAPTURE_PER_CALL`).
 #[inline(always)]
 pub fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: u64) {
+    emit_chunks::<MAX_CHUNKS>(pid_tgid, call, function, len);
+}
+
+/// A call's bytes, up to `N` chunks: the loop bound the verifier walks, so a program that
+/// emits from several places (a vectored syscall's iovecs) uses a smaller one there. The last
+/// captured chunk of a call cut short carries `FLAG_LAST_CAPTURED`.
+#[inline(always)]
+pub fn emit_chunks<const N: usize>(
+    pid_tgid: u64,
+    call: &PendingCall,
+    function: TlsFunction,
+    len: u64,
+) {
     let pid = (pid_tgid >> 32) as u32;
     let direction = function.direction();
     let key = StreamKey {
@@ -33,7 +47,8 @@ pub fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: 
     };
     // SAFETY: the per-CPU scratch slot belongs to this program run.
     let event = unsafe { &mut *event };
-    let truncated = len > MAX_CAPTURE_PER_CALL as u64;
+    let limit = (N * CHUNK_SIZE) as u64;
+    let truncated = len > limit;
     if truncated {
         count(counter::TRUNCATED_CALLS, 1);
     }
@@ -54,14 +69,10 @@ pub fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: 
         _pad: [0; 5],
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let captured = if truncated {
-        MAX_CAPTURE_PER_CALL as u64
-    } else {
-        len
-    };
+    let captured = if truncated { limit } else { len };
     let base_flags = event.header.flags;
 
-    for i in 0..MAX_CHUNKS {
+    for i in 0..N {
         let offset = (i * CHUNK_SIZE) as u64;
         if offset >= captured {
             break;
@@ -86,9 +97,14 @@ pub fn emit_call(pid_tgid: u64, call: &PendingCall, function: TlsFunction, len: 
             count(counter::READ_FAILURES, 1);
             (0, base_flags | FLAG_READ_FAILED)
         };
+        let last = truncated && offset + n as u64 >= captured;
         event.header.chunk_offset = offset as u32;
         event.header.chunk_len = n;
-        event.header.flags = flags;
+        event.header.flags = if last {
+            flags | FLAG_LAST_CAPTURED
+        } else {
+            flags
+        };
         let record_len = DATA_HEADER_LEN + (payload_len as usize & (2 * CHUNK_SIZE - 1));
         let record_len = if record_len > DATA_HEADER_LEN + CHUNK_SIZE {
             DATA_HEADER_LEN + CHUNK_SIZE

@@ -135,6 +135,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Every syscall's exit, again: the vectored reads and writes (attached to `sys_exit` too).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_vectored(ctx: RawTracePointContext) -> i32 {
+    syscalls::on_exit_vectored(&ctx);
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

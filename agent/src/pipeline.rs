@@ -100,6 +100,8 @@ const COUNTER_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// be readable only after its `SSL_free` is. Records are written in microseconds; this covers
 /// that with a wide margin (a drain runs every tick).
 const CLOSE_GRACE: Duration = Duration::from_millis(60);
+/// Data records read from the ring before their events are passed on.
+const DRAIN_BATCH: usize = 64;
 
 /// A close or exit waiting for [`CLOSE_GRACE`].
 enum PendingClose {
@@ -264,28 +266,42 @@ pub async fn run(
 }
 
 impl Loop<'_> {
+    /// Reads the data ring in batches of [`DRAIN_BATCH`], forwarding after each: a producer
+    /// that refills the ring as fast as it is read must not pile up events in memory.
     fn drain_data(&mut self) {
-        let ring = self.data.get_mut();
-        while let Some(item) = ring.next() {
-            match decode_data(&item) {
-                Ok(record) => {
-                    if self.plaintext.as_mut().is_none_or(|p| p.admit(&record)) {
-                        self.reassembler.push(record, &mut self.events);
-                    }
-                }
-                Err(error) => {
-                    self.undecodable += 1;
-                    self.metrics
-                        .undecodable_records
-                        .store(self.undecodable, Ordering::Relaxed);
-                    internal_events::record_undecodable("data", &error, self.undecodable);
+        loop {
+            let mut batch = Vec::with_capacity(DRAIN_BATCH);
+            {
+                let ring = self.data.get_mut();
+                while batch.len() < DRAIN_BATCH {
+                    let Some(item) = ring.next() else { break };
+                    batch.push(decode_data(&item));
                 }
             }
+            if batch.is_empty() {
+                break;
+            }
+            for decoded in batch {
+                match decoded {
+                    Ok(record) => {
+                        if self.plaintext.as_mut().is_none_or(|p| p.admit(&record)) {
+                            self.reassembler.push(record, &mut self.events);
+                        }
+                    }
+                    Err(error) => {
+                        self.undecodable += 1;
+                        self.metrics
+                            .undecodable_records
+                            .store(self.undecodable, Ordering::Relaxed);
+                        internal_events::record_undecodable("data", &error, self.undecodable);
+                    }
+                }
+            }
+            self.forward();
         }
         if let Some(plaintext) = &self.plaintext {
             self.metrics.set_plaintext(&plaintext.stats);
         }
-        self.forward();
     }
 
     fn drain_control(&mut self) {

@@ -31,6 +31,8 @@ pub const DIRECTION_READ: u8 = 1;
 pub const FLAG_TRUNCATED: u8 = 1 << 0;
 /// The kernel could not read (part of) the user buffer; the chunk's payload is missing.
 pub const FLAG_READ_FAILED: u8 = 1 << 1;
+/// The last chunk captured of a truncated call: the rest of the call is a known gap.
+pub const FLAG_LAST_CAPTURED: u8 = 1 << 2;
 
 /// Header of a record in the data ring buffer, followed by `chunk_len` payload bytes.
 #[repr(C)]

@@ -33,11 +33,22 @@ pub fn require_go(test: &str) -> Option<PathBuf> {
 
 /// Builds the fixture into `out_dir`; offline, with the build cache under `target/`.
 pub fn build(go: &Path, out_dir: &Path) -> PathBuf {
+    build_as(go, out_dir, "openai_go", &[])
+}
+
+/// The fixture without its symbol table (`-ldflags=-s -w`), as some images ship Go programs.
+pub fn build_stripped(go: &Path, out_dir: &Path) -> PathBuf {
+    build_as(go, out_dir, "openai_go_stripped", &["-ldflags=-s -w"])
+}
+
+fn build_as(go: &Path, out_dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let target = fixtures::workspace_root().join("target");
-    let binary = out_dir.join("openai_go");
+    let binary = out_dir.join(name);
     let finished = wait::run(
         Command::new(go)
-            .args(["build", "-o"])
+            .arg("build")
+            .args(flags)
+            .arg("-o")
             .arg(&binary)
             .arg(fixtures::fixture("go/openai_go.go"))
             .env("GOCACHE", target.join("go-cache"))

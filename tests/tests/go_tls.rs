@@ -35,6 +35,9 @@ fn go_tls_calls_are_metered_on_both_sides() {
     });
     let plain = go::client(&binary, &server, &["--max-tokens", "5"]);
     let streamed = go::client(&binary, &server, &["--stream", "--max-tokens", "7"]);
+    // A stripped Go client: its side cannot be found, and the agent says so.
+    let stripped_binary = go::build_stripped(&go, dir.path());
+    let stripped = go::client(&stripped_binary, &server, &["--max-tokens", "2"]);
     let run = agent.stop();
     run.assert_clean_exit();
     assert!(
@@ -42,9 +45,20 @@ fn go_tls_calls_are_metered_on_both_sides() {
         "the Go binary was probed: {}",
         run.stderr
     );
+    let named: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("stripped Go program"))
+        .collect();
+    assert_eq!(named.len(), 1, "one line for the stripped file:\n{}", run.stderr);
+    assert!(named[0].contains("openai_go_stripped"), "{}", named[0]);
     let records = records(&run.stdout);
+    assert!(
+        records.iter().all(|r| r["pid"] != stripped.pid),
+        "the stripped client has no probes"
+    );
     let served = server.served();
-    assert_eq!(served.len(), 2, "{served:#?}");
+    assert_eq!(served.len(), 3, "{served:#?}");
     for (call, served) in [(&plain, &served[0]), (&streamed, &served[1])] {
         assert_eq!(call.protocol, "HTTP/2.0", "Go negotiates HTTP/2");
         let usage = call.usage.as_ref().expect("the server reported usage");
@@ -70,9 +84,6 @@ fn go_tls_calls_are_metered_on_both_sides() {
             assert!(record["error"].is_null(), "{record:#}");
         }
     }
-    assert_eq!(
-        records.len(),
-        4,
-        "one record per side per call: {records:#?}"
-    );
+    // Two calls on both sides, and the stripped client's call on the server's side only.
+    assert_eq!(records.len(), 5, "one record per metered side per call: {records:#?}");
 }

@@ -3,10 +3,15 @@
 //! `sendto`/`recvfrom`, with the server's own usage as the reference; and with syscall capture
 //! on, a TLS connection is metered once, from its plaintext, never from its ciphertext.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use serde_json::Value;
 use tokenmeter_tests::agent::{Agent, AgentOptions};
-use tokenmeter_tests::e2e_prelude;
 use tokenmeter_tests::llm::{self, LlmServer};
+use tokenmeter_tests::wait::poll_until;
+use tokenmeter_tests::{e2e_prelude, fixtures};
 
 const CONFIG: &str = "[plaintext]\nenabled = true\ncomm = [\"^python\"]\n";
 
@@ -75,6 +80,77 @@ fn plaintext_http_is_metered_on_both_sides() {
             assert!(record["error"].is_null(), "{record:#}");
         }
         assert_eq!(server_side[0]["pid"], server.pid());
+    }
+}
+
+#[test]
+fn vectored_calls_are_captured_too() {
+    let test = "vectored_calls_are_captured_too";
+    let Some(_guard) = e2e_prelude(test) else {
+        return;
+    };
+    let Some(python) = llm::require_python(test) else {
+        return;
+    };
+    let server = LlmServer::start_plain(&python);
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        metrics: true,
+        config: Some(CONFIG.into()),
+        ..Default::default()
+    });
+    // sendmsg/recvmsg, then writev/readv; the request's head and body in two iovecs. A
+    // process is traced once the agent saw its exec: each client waits until the agent counts
+    // it among the traced processes (it starts in milliseconds, the openai SDK's take a second).
+    let mut clients = Vec::new();
+    let traced = |n: u64| {
+        poll_until(Duration::from_secs(10), || {
+            (metric(&agent, "tokenmeter_capture_plaintext_processes ") == n).then_some(())
+        })
+        .is_some()
+    };
+    for mode in ["msg", "vec"] {
+        // Only the server is traced (the previous client's exit has been seen).
+        assert!(traced(1), "the server alone is traced");
+        let mut child = Command::new(&python)
+            .arg(fixtures::fixture("vectored_client.py"))
+            .args(["--port", &server.port.to_string(), "--mode", mode, "--hold"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("vectored_client.py");
+        assert!(
+            traced(2),
+            "the agent never traced the client: {} processes traced",
+            metric(&agent, "tokenmeter_capture_plaintext_processes ")
+        );
+        writeln!(child.stdin.take().expect("stdin"), "go").expect("release the client");
+        let output = child.wait_with_output().expect("vectored_client.py");
+        assert!(output.status.success(), "vectored_client.py failed");
+        clients.push(serde_json::from_slice::<Value>(&output.stdout).expect("client JSON"));
+    }
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = records(&run.stdout);
+    let served = server.served();
+    assert_eq!(served.len(), 2);
+    for (client, served) in clients.iter().zip(&served) {
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["pid"] == client["pid"])
+            .collect();
+        assert_eq!(mine.len(), 1, "client {}: {records:#?}", client["pid"]);
+        let record = mine[0];
+        assert_eq!(record["side"], "client");
+        assert_eq!(
+            record["tokens"]["input"], served.prompt_tokens,
+            "{record:#}"
+        );
+        assert_eq!(
+            record["tokens"]["output"], served.completion_tokens,
+            "{record:#}"
+        );
+        assert!(record["error"].is_null(), "{record:#}");
     }
 }
 

@@ -33,8 +33,13 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Raw tracepoint programs, named after their tracepoint.
 const TRACEPOINT_PROGRAMS: [&str; 2] = ["sched_process_exec", "sched_process_exit"];
-/// The syscall tracepoints of plaintext capture, attached only when it is enabled.
-const SYSCALL_PROGRAMS: [&str; 2] = ["sys_enter", "sys_exit"];
+/// The syscall tracepoints of plaintext capture, attached only when it is enabled, as
+/// (program, tracepoint).
+const SYSCALL_PROGRAMS: [(&str, &str); 3] = [
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sys_exit_vectored", "sys_exit"),
+];
 
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,16 +94,17 @@ pub fn start(sysfs: &Path, all_processes: bool, plaintext: bool) -> Result<Captu
             .load()
             .map_err(|source| CaptureError::Program { program, source })?;
     }
+    let lifecycle = TRACEPOINT_PROGRAMS.iter().map(|&p| (p, p));
     let syscalls = if plaintext {
         &SYSCALL_PROGRAMS[..]
     } else {
         &[]
     };
-    for &program in TRACEPOINT_PROGRAMS.iter().chain(syscalls) {
+    for (program, point) in lifecycle.chain(syscalls.iter().copied()) {
         let tracepoint: &mut RawTracePoint = program_mut(&mut ebpf, program)?;
         tracepoint
             .load()
-            .and_then(|()| tracepoint.attach(program).map(drop))
+            .and_then(|()| tracepoint.attach(point).map(drop))
             .map_err(|source| CaptureError::Program { program, source })?;
     }
     let data = take_map(&mut ebpf, "DATA_EVENTS")?;

@@ -4,7 +4,7 @@
 use tokenmeter_common::{
     ControlEvent, DataHeader, CONTROL_CONN_FD, CONTROL_CONN_FREE, CONTROL_CONN_SHUTDOWN,
     CONTROL_EXEC, CONTROL_EXIT, CONTROL_LIBRARIES_CHANGED, DATA_HEADER_LEN, DIRECTION_READ,
-    DIRECTION_WRITE, FLAG_READ_FAILED, FLAG_TRUNCATED,
+    DIRECTION_WRITE, FLAG_LAST_CAPTURED, FLAG_READ_FAILED, FLAG_TRUNCATED,
 };
 
 /// Which way the plaintext went, seen from the process that called the TLS library.
@@ -49,6 +49,9 @@ pub struct DataRecord {
     pub payload: Vec<u8>,
     /// The call moved more than the per-call capture limit.
     pub call_truncated: bool,
+    /// The last chunk captured of a truncated call (the kernel's per-site limit may be lower
+    /// than the global one, for a vectored syscall's iovecs).
+    pub last_captured: bool,
 }
 
 impl DataRecord {
@@ -62,7 +65,8 @@ impl DataRecord {
     /// limit become a known gap instead of a wait for data that will never come.
     pub fn covered_end(&self, max_capture_per_call: u64) -> u64 {
         let end = self.start() + self.chunk_len;
-        if self.call_truncated && self.chunk_offset + self.chunk_len >= max_capture_per_call {
+        let last = self.last_captured || self.chunk_offset + self.chunk_len >= max_capture_per_call;
+        if self.call_truncated && last {
             self.stream_pos + self.call_len
         } else {
             end
@@ -144,6 +148,7 @@ pub fn decode_data(bytes: &[u8]) -> Result<DataRecord, RecordError> {
         chunk_len: header.chunk_len.into(),
         payload: payload.to_vec(),
         call_truncated: header.flags & FLAG_TRUNCATED != 0,
+        last_captured: header.flags & FLAG_LAST_CAPTURED != 0,
     })
 }
 

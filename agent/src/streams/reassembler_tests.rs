@@ -22,6 +22,7 @@ fn chunk(pid: u32, conn: u64, dir: Direction, pos: u64, data: &[u8], ts: u64) ->
         chunk_len: data.len() as u64,
         payload: data.to_vec(),
         call_truncated: false,
+        last_captured: false,
     }
 }
 
