@@ -24,6 +24,7 @@ use tokenmeter_agent::{
         spool::{Spool, SpoolConfig},
         ExportConfig, ExportKind,
     },
+    record::UsageRecord,
     telemetry::AgentMetrics,
 };
 

@@ -185,5 +185,8 @@ fn the_chart_renders_validates_and_is_least_privilege() {
     said("unknown key", &["spoool"]);
     said("sqlite with replicas", &["postgres"]);
     said("unknown gpu mode", &["/agent/gpu/enabled", "auto"]);
-    said("relative plaintext cgroup", &["/agent/plaintext/cgroupPrefix"]);
+    said(
+        "relative plaintext cgroup",
+        &["/agent/plaintext/cgroupPrefix"],
+    );
 }

@@ -242,7 +242,10 @@ impl Attacher {
                 }
             }
         }
-        let functions: Vec<&str> = symbols.offsets.iter().map(|(p, _)| p.symbol()).collect();
+        let mut functions: Vec<&str> = symbols.offsets.iter().map(|(p, _)| p.symbol()).collect();
+        // Go's RET probes are many points of one kind: named once.
+        let mut seen = std::collections::HashSet::new();
+        functions.retain(|f| seen.insert(*f));
         if failures.is_empty() {
             info!(
                 path = %candidate.path.display(),

@@ -105,11 +105,7 @@ impl AgentMetrics {
 
     /// The plaintext capture's figures.
     pub fn set_plaintext(&self, stats: &crate::capture::plaintext::PlaintextStats) {
-        let values = [
-            stats.processes,
-            stats.ignored_not_socket,
-            stats.ignored_tls,
-        ];
+        let values = [stats.processes, stats.ignored_not_socket, stats.ignored_tls];
         for (slot, value) in self.plaintext.iter().zip(values) {
             slot.store(value, Ordering::Relaxed);
         }
