@@ -4,7 +4,8 @@
 //! here, and a descriptor that is not a plaintext socket goes into the kernel's ignore map so
 //! its later calls cost one map lookup:
 //!
-//! - not a socket (`/proc/PID/fd/N` is a file or a pipe: logs, stdout);
+//! - not a socket (`/proc/PID/fd/N` is a file or a pipe: logs, stdout); a descriptor whose
+//!   process is already gone is judged by its bytes alone;
 //! - a TLS connection: the TLS library said so (`SSL_set_fd`), or its first bytes are a TLS
 //!   record header. Its plaintext comes from the TLS probes; its ciphertext is never counted.
 //!
@@ -184,10 +185,12 @@ pub fn fd_of(conn: u64) -> Option<(u32, u32)> {
 }
 
 fn classify(record: &DataRecord, fd: u32) -> Class {
-    let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", record.pid));
-    let socket = link.is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
-    if !socket {
-        return Class::NotSocket;
+    // A process or descriptor already gone (a short-lived client is often done before its
+    // first record is read here) cannot be looked at: its bytes decide, as for a socket.
+    if let Ok(link) = std::fs::read_link(format!("/proc/{}/fd/{fd}", record.pid)) {
+        if !link.to_string_lossy().starts_with("socket:") {
+            return Class::NotSocket;
+        }
     }
     if record.start() == 0 && looks_like_tls(&record.payload) {
         return Class::Tls;
@@ -213,6 +216,48 @@ mod tests {
         assert!(!looks_like_tls(b"HTTP/1.1 200 OK\r\n"));
         assert!(!looks_like_tls(b"PRI * HTTP/2.0\r\n"));
         assert!(!looks_like_tls(&[22]));
+    }
+
+    fn record(pid: u32, payload: &[u8]) -> DataRecord {
+        DataRecord {
+            timestamp_ns: 0,
+            pid,
+            tid: pid,
+            conn: syscall_conn(3, 0),
+            cgroup_id: 0,
+            direction: crate::capture::record::Direction::Write,
+            comm: "test".into(),
+            stream_pos: 0,
+            call_len: payload.len() as u64,
+            chunk_offset: 0,
+            chunk_len: payload.len() as u64,
+            payload: payload.to_vec(),
+            call_truncated: false,
+            last_captured: false,
+        }
+    }
+
+    #[test]
+    fn descriptors_are_classified_by_proc_then_by_their_bytes() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::tempfile().unwrap();
+        let fd = file.as_raw_fd() as u32;
+        let me = std::process::id();
+        assert_eq!(
+            classify(&record(me, b"POST / HTTP/1.1"), fd),
+            Class::NotSocket
+        );
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = socket.as_raw_fd() as u32;
+        assert_eq!(classify(&record(me, b"POST / HTTP/1.1"), fd), Class::Socket);
+        assert_eq!(classify(&record(me, &[22, 3, 1, 0, 5]), fd), Class::Tls);
+        // A process already gone: its bytes decide.
+        let gone = u32::MAX - 1;
+        assert_eq!(
+            classify(&record(gone, b"POST / HTTP/1.1"), 3),
+            Class::Socket
+        );
+        assert_eq!(classify(&record(gone, &[23, 3, 3, 0, 5]), 3), Class::Tls);
     }
 
     #[test]
