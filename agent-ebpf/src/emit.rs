@@ -127,6 +127,24 @@ pub fn emit_chunks<const N: usize>(
     }
 }
 
+/// A connection ended (`SSL_free`, Go's `Close`): its stream positions go and the agent is
+/// told, so a reused `SSL*` or `*Conn` starts new streams.
+#[inline(always)]
+pub fn end_streams(conn: u64, pid: u32) {
+    for direction in [
+        tokenmeter_common::DIRECTION_WRITE,
+        tokenmeter_common::DIRECTION_READ,
+    ] {
+        let key = StreamKey {
+            conn,
+            pid,
+            direction: direction as u32,
+        };
+        let _ = STREAM_POSITIONS.remove(&key);
+    }
+    emit_control(conn, 0, pid, tokenmeter_common::CONTROL_CONN_FREE);
+}
+
 #[inline(always)]
 pub fn emit_control(conn: u64, value: u64, pid: u32, kind: u32) {
     let event = ControlEvent {

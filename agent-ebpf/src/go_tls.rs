@@ -10,13 +10,10 @@
 //! goroutine, not thread, since a goroutine blocked in `Read` may resume on another thread.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::ProbeContext};
-use tokenmeter_common::{
-    GoCallKey, PendingCall, StreamKey, TlsFunction, CONTROL_CONN_FREE, DIRECTION_READ,
-    DIRECTION_WRITE,
-};
+use tokenmeter_common::{GoCallKey, PendingCall, TlsFunction};
 
-use crate::emit::{emit_call, emit_control};
-use crate::maps::{GO_PENDING_CALLS, STREAM_POSITIONS};
+use crate::emit::{emit_call, end_streams};
+use crate::maps::GO_PENDING_CALLS;
 
 #[inline(always)]
 fn key(ctx: &ProbeContext, pid: u32) -> GoCallKey {
@@ -70,13 +67,5 @@ pub fn on_close(ctx: &ProbeContext) {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: as above.
     let conn = unsafe { (*ctx.regs).rax };
-    for direction in [DIRECTION_WRITE, DIRECTION_READ] {
-        let key = StreamKey {
-            conn,
-            pid,
-            direction: direction as u32,
-        };
-        let _ = STREAM_POSITIONS.remove(&key);
-    }
-    emit_control(conn, 0, pid, CONTROL_CONN_FREE);
+    end_streams(conn, pid);
 }

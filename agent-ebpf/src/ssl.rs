@@ -9,12 +9,10 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     programs::{ProbeContext, RetProbeContext},
 };
-use tokenmeter_common::{
-    counter, PendingCall, StreamKey, TlsFunction, DIRECTION_READ, DIRECTION_WRITE,
-};
+use tokenmeter_common::{counter, PendingCall, TlsFunction};
 
-use crate::emit::{emit_call, emit_control};
-use crate::maps::{count, PENDING_CALLS, STREAM_POSITIONS};
+use crate::emit::{emit_call, emit_control, end_streams};
+use crate::maps::{count, PENDING_CALLS};
 
 #[inline(always)]
 pub fn on_enter(ctx: &ProbeContext, function: TlsFunction) {
@@ -81,16 +79,10 @@ pub fn on_close(ctx: &ProbeContext, kind: u32) {
     };
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if kind == tokenmeter_common::CONTROL_CONN_FREE {
-        for direction in [DIRECTION_WRITE, DIRECTION_READ] {
-            let key = StreamKey {
-                conn,
-                pid,
-                direction: direction as u32,
-            };
-            let _ = STREAM_POSITIONS.remove(&key);
-        }
+        end_streams(conn, pid);
+    } else {
+        emit_control(conn, 0, pid, kind);
     }
-    emit_control(conn, 0, pid, kind);
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{curl, Collector, MARCH_10_NS, TOKEN};
+use support::{Collector, MARCH_10_NS};
 
 fn post_gpu(collector: &Collector, id: &str, gpu: &str, time_us: u64, team: &str) {
     let string =
@@ -21,18 +21,7 @@ fn post_gpu(collector: &Collector, id: &str, gpu: &str, time_us: u64, team: &str
         int("tokenmeter.gpu.time_us", time_us),
         int("tokenmeter.gpu.tokens", 12_000),
     ]}]}]}]});
-    let (code, reply) = curl(&[
-        "-X",
-        "POST",
-        &format!("{}/v1/logs", collector.url("http")),
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("authorization: Bearer {TOKEN}"),
-        "--data-binary",
-        &body.to_string(),
-    ]);
-    assert_eq!(code, 200, "{reply}");
+    support::post_logs(collector, &body);
 }
 
 #[test]

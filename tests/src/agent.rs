@@ -251,6 +251,15 @@ impl Agent {
         )
     }
 
+    /// A series' value on `/metrics`: `series` as printed, labels included.
+    pub fn metric(&self, series: &str) -> u64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in the agent's /metrics"))
+    }
+
     /// SIGKILL, as a node losing the process would: no shutdown code runs.
     pub fn kill(mut self) -> String {
         let mut child = self.child.take().expect("the agent runs");
@@ -321,6 +330,16 @@ impl AgentRun {
     }
 
     /// The streams captured for `pid`.
+    /// The usage records `run --export stdout` printed (the lines with an `api`).
+    pub fn usage_records(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("a usage record is JSON"))
+            .filter(|r: &serde_json::Value| r.get("api").is_some())
+            .collect()
+    }
+
     pub fn streams_of(&self, pid: u32) -> Vec<&CapturedStream> {
         self.streams.iter().filter(|s| s.pid == pid).collect()
     }

@@ -114,3 +114,12 @@ pub fn summary(streams: &[CapturedStream]) -> String {
     }
     out
 }
+
+/// A usage record carries the server's reported counts, whole: input and output as the
+/// server logged them, reported (not estimated), no error.
+pub fn reported_usage(record: &serde_json::Value, input: u64, output: u64) {
+    assert_eq!(record["tokens"]["input"], input, "{record:#}");
+    assert_eq!(record["tokens"]["output"], output, "{record:#}");
+    assert_eq!(record["tokens"]["input_source"], "reported", "{record:#}");
+    assert!(record["error"].is_null(), "{record:#}");
+}

@@ -145,15 +145,6 @@ fn the_pod_directory_follows_lists_watches_and_their_failures() {
     assert!(pods.get("uid-c").is_some());
 }
 
-/// Usage records printed by `run --export stdout`.
-fn records(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r.get("api").is_some())
-        .collect()
-}
-
 fn fingerprint(config: &std::path::Path, api_key: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(agent_bin())
@@ -226,10 +217,9 @@ fn records_carry_the_pods_and_tenants_the_api_and_the_rules_name() {
         config: Some(config),
         ..Default::default()
     });
-    let pods_known = |n: u32| {
-        let line = format!("tokenmeter_attribution_pods_known {n}\n");
+    let pods_known = |n: u64| {
         poll_until(WAIT, || {
-            agent.get("/metrics").1.contains(&line).then_some(())
+            (agent.metric("tokenmeter_attribution_pods_known") == n).then_some(())
         })
         .unwrap_or_else(|| panic!("the agent never knew {n} pods"))
     };
@@ -267,7 +257,7 @@ fn records_carry_the_pods_and_tenants_the_api_and_the_rules_name() {
     );
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let of = |pid: u32| -> &Value {
         let mine: Vec<&Value> = records.iter().filter(|r| r["pid"] == pid).collect();
         assert_eq!(mine.len(), 1, "one record for pid {pid}: {records:#?}");

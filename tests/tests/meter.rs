@@ -7,16 +7,6 @@ use tokenmeter_tests::agent::{Agent, AgentOptions};
 use tokenmeter_tests::e2e_prelude;
 use tokenmeter_tests::llm::{self, LlmServer};
 
-/// Usage records printed by `run --export stdout`.
-fn records(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("a usage record is JSON"))
-        .filter(|r: &Value| r.get("api").is_some())
-        .collect()
-}
-
 fn tokens(record: &Value, field: &str) -> Option<u64> {
     record["tokens"][field].as_u64()
 }
@@ -61,7 +51,7 @@ fn openai_sdk_calls_are_metered_on_both_sides() {
     );
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let served = server.served();
     assert_eq!(served.len(), 3, "{served:#?}");
 
@@ -204,7 +194,7 @@ fn curl_over_http2_is_metered() {
     run.assert_clean_exit();
     let served = server.served();
     assert_eq!(served.len(), 1);
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let client: Vec<&Value> = records
         .iter()
         .filter(|r| r["pid"] == finished.pid)
@@ -254,7 +244,7 @@ fn records_carry_the_pod_and_container_of_a_kubepods_cgroup() {
     let client = llm::openai_client(&python, &server, &["--max-tokens", "3"]);
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let server_side: Vec<&Value> = records.iter().filter(|r| r["side"] == "server").collect();
     assert_eq!(server_side.len(), 1, "{records:#?}");
     let workload = &server_side[0]["workload"];

@@ -4,6 +4,7 @@
 //! on, a TLS connection is metered once, from its plaintext, never from its ciphertext.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,43 +12,35 @@ use serde_json::Value;
 use tokenmeter_tests::agent::{Agent, AgentOptions};
 use tokenmeter_tests::llm::{self, LlmServer};
 use tokenmeter_tests::wait::poll_until;
-use tokenmeter_tests::{e2e_prelude, fixtures};
+use tokenmeter_tests::{e2e_prelude, expect, fixtures, E2eGuard};
 
 const CONFIG: &str = "[plaintext]\nenabled = true\ncomm = [\"^python\"]\n";
 
-fn records(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r.get("api").is_some())
-        .collect()
+/// The end-to-end guard and the Python environment, or why the test does not run.
+fn prelude(test: &str) -> Option<(E2eGuard, PathBuf)> {
+    let guard = e2e_prelude(test)?;
+    Some((guard, llm::require_python(test)?))
 }
 
-fn metric(agent: &Agent, line: &str) -> u64 {
-    let (_, body) = agent.get("/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(line))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{line} not in /metrics"))
+/// The agent metering with plaintext capture of Python processes, its metrics served.
+fn plaintext_agent() -> Agent {
+    Agent::start(AgentOptions {
+        meter: true,
+        metrics: true,
+        config: Some(CONFIG.into()),
+        ..Default::default()
+    })
 }
 
 #[test]
 fn plaintext_http_is_metered_on_both_sides() {
     let test = "plaintext_http_is_metered_on_both_sides";
-    let Some(_guard) = e2e_prelude(test) else {
-        return;
-    };
-    let Some(python) = llm::require_python(test) else {
+    let Some((_guard, python)) = prelude(test) else {
         return;
     };
     let server = LlmServer::start_plain(&python);
-    let agent = Agent::start(AgentOptions {
-        meter: true,
-        metrics: true,
-        config: Some(CONFIG.into()),
-        ..Default::default()
-    });
-    assert!(metric(&agent, "tokenmeter_capture_plaintext_processes ") >= 1);
+    let agent = plaintext_agent();
+    assert!(agent.metric("tokenmeter_capture_plaintext_processes") >= 1);
     let plain = llm::openai_client(&python, &server, &["--max-tokens", "4"]);
     let streamed = llm::openai_client(
         &python,
@@ -56,7 +49,7 @@ fn plaintext_http_is_metered_on_both_sides() {
     );
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let served = server.served();
     assert_eq!(served.len(), 2, "{served:#?}");
     for (client, served) in [(&plain, &served[0]), (&streamed, &served[1])] {
@@ -68,16 +61,7 @@ fn plaintext_http_is_metered_on_both_sides() {
             .collect();
         assert_eq!(server_side.len(), 1, "{records:#?}");
         for record in [client_side[0], server_side[0]] {
-            assert_eq!(
-                record["tokens"]["input"], served.prompt_tokens,
-                "{record:#}"
-            );
-            assert_eq!(
-                record["tokens"]["output"], served.completion_tokens,
-                "{record:#}"
-            );
-            assert_eq!(record["tokens"]["input_source"], "reported");
-            assert!(record["error"].is_null(), "{record:#}");
+            expect::reported_usage(record, served.prompt_tokens, served.completion_tokens);
         }
         assert_eq!(server_side[0]["pid"], server.pid());
     }
@@ -86,26 +70,18 @@ fn plaintext_http_is_metered_on_both_sides() {
 #[test]
 fn vectored_calls_are_captured_too() {
     let test = "vectored_calls_are_captured_too";
-    let Some(_guard) = e2e_prelude(test) else {
-        return;
-    };
-    let Some(python) = llm::require_python(test) else {
+    let Some((_guard, python)) = prelude(test) else {
         return;
     };
     let server = LlmServer::start_plain(&python);
-    let agent = Agent::start(AgentOptions {
-        meter: true,
-        metrics: true,
-        config: Some(CONFIG.into()),
-        ..Default::default()
-    });
+    let agent = plaintext_agent();
     // sendmsg/recvmsg, then writev/readv; the request's head and body in two iovecs. A
     // process is traced once the agent saw its exec: each client waits until the agent counts
     // it among the traced processes (it starts in milliseconds, the openai SDK's take a second).
     let mut clients = Vec::new();
     let traced = |n: u64| {
         poll_until(Duration::from_secs(10), || {
-            (metric(&agent, "tokenmeter_capture_plaintext_processes ") == n).then_some(())
+            (agent.metric("tokenmeter_capture_plaintext_processes") == n).then_some(())
         })
         .is_some()
     };
@@ -122,7 +98,7 @@ fn vectored_calls_are_captured_too() {
         assert!(
             traced(2),
             "the agent never traced the client: {} processes traced",
-            metric(&agent, "tokenmeter_capture_plaintext_processes ")
+            agent.metric("tokenmeter_capture_plaintext_processes")
         );
         writeln!(child.stdin.take().expect("stdin"), "go").expect("release the client");
         let output = child.wait_with_output().expect("vectored_client.py");
@@ -131,7 +107,7 @@ fn vectored_calls_are_captured_too() {
     }
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     let served = server.served();
     assert_eq!(served.len(), 2);
     for (client, served) in clients.iter().zip(&served) {
@@ -157,27 +133,17 @@ fn vectored_calls_are_captured_too() {
 #[test]
 fn a_tls_connection_is_counted_once_with_syscall_capture_on() {
     let test = "a_tls_connection_is_counted_once_with_syscall_capture_on";
-    let Some(_guard) = e2e_prelude(test) else {
-        return;
-    };
-    let Some(python) = llm::require_python(test) else {
+    let Some((_guard, python)) = prelude(test) else {
         return;
     };
     let server = LlmServer::start(&python, "uvicorn");
-    let agent = Agent::start(AgentOptions {
-        meter: true,
-        metrics: true,
-        config: Some(CONFIG.into()),
-        ..Default::default()
-    });
+    let agent = plaintext_agent();
     let client = llm::openai_client(&python, &server, &["--max-tokens", "4"]);
-    let ignored_tls = metric(
-        &agent,
-        "tokenmeter_capture_plaintext_ignored_fds_total{reason=\"tls\"} ",
-    );
+    let ignored_tls =
+        agent.metric("tokenmeter_capture_plaintext_ignored_fds_total{reason=\"tls\"}");
     let run = agent.stop();
     run.assert_clean_exit();
-    let records = records(&run.stdout);
+    let records = run.usage_records();
     // One call: one record per side, from the TLS plaintext; the ciphertext on both sockets
     // was recognised and skipped.
     assert_eq!(records.len(), 2, "{records:#?}");

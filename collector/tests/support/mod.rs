@@ -304,6 +304,11 @@ pub fn post_usage(
     all.extend(output.map(|o| int("gen_ai.usage.output_tokens", o)));
     let body = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{
         "timeUnixNano": time_ns.to_string(), "eventName": "tokenmeter.usage", "attributes": all}]}]}]});
+    post_logs(collector, &body);
+}
+
+/// Posts an OTLP/HTTP JSON logs request with the agents' token; it must be accepted.
+pub fn post_logs(collector: &Collector, body: &Value) {
     let (code, reply) = curl(&[
         "-X",
         "POST",

@@ -49,23 +49,6 @@ pub fn report(sizes: &[SizeResult]) -> String {
         "\n### Go crypto/tls\n\n`openai_go loop`: the same round trips with Go's crypto/tls (TLS 1.3), \
          medians of {ROUNDS} alternating runs without and with the agent.\n"
     );
-    let _ = writeln!(
-        md,
-        "| size (B) | wall µs/call without | with | wall ratio | CPU µs/call without | with | CPU ratio |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
-    for s in sizes {
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-            s.size,
-            SizeResult::wall(&s.without),
-            SizeResult::wall(&s.with),
-            s.wall_ratio(),
-            SizeResult::cpu(&s.without),
-            SizeResult::cpu(&s.with),
-            s.cpu_ratio()
-        );
-    }
+    super::report::ratio_table(&mut md, sizes);
     md
 }

@@ -57,24 +57,7 @@ pub fn report(
          the agent's.\n",
         kernel.trim()
     );
-    let _ = writeln!(
-        md,
-        "| size (B) | wall µs/call without | wall µs/call with | wall ratio | CPU µs/call without | CPU µs/call with | CPU ratio |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
-    for s in sizes {
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-            s.size,
-            SizeResult::wall(&s.without),
-            SizeResult::wall(&s.with),
-            s.wall_ratio(),
-            SizeResult::cpu(&s.without),
-            SizeResult::cpu(&s.with),
-            s.cpu_ratio()
-        );
-    }
+    ratio_table(&mut md, sizes);
     let _ = writeln!(md);
     let _ = writeln!(
         md,
@@ -109,6 +92,28 @@ pub fn report(
         }
     }
     md
+}
+
+/// Per size: wall and CPU time per call without and with the agent, and their ratios.
+pub fn ratio_table(md: &mut String, sizes: &[SizeResult]) {
+    let _ = writeln!(
+        md,
+        "| size (B) | wall µs/call without | wall µs/call with | wall ratio | CPU µs/call without | CPU µs/call with | CPU ratio |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    for s in sizes {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+            s.size,
+            SizeResult::wall(&s.without),
+            SizeResult::wall(&s.with),
+            s.wall_ratio(),
+            SizeResult::cpu(&s.without),
+            SizeResult::cpu(&s.with),
+            s.cpu_ratio()
+        );
+    }
 }
 
 #[cfg(test)]
