@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokenmeter_agent::{
     attribution::{
         kubernetes::{KubernetesConfig, Pod, PodDirectory},
-        Attributor, CgroupPaths, PodTokens, TenantConfig, TenantResolver, Workload,
+        Attributor, CgroupPaths, TenantConfig, TenantResolver, Workload,
     },
     telemetry::AgentMetrics,
 };
@@ -46,7 +46,6 @@ fn bench(c: &mut Criterion) {
         &KubernetesConfig::default(),
         directory(),
         TenantResolver::new(TenantConfig::default()).expect("default rules"),
-        PodTokens::default(),
         Arc::new(AgentMetrics::default()),
     );
     let template = support::record(3);

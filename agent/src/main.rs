@@ -155,14 +155,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let pods = attribution::kubernetes::start(&config.kubernetes, metrics.clone());
             let tenants = attribution::TenantResolver::new(config.tenants.clone())
                 .map_err(anyhow::Error::msg)?;
-            let pod_tokens = attribution::PodTokens::default();
-            let attributor = attribution::Attributor::new(
-                &config.kubernetes,
-                pods.clone(),
-                tenants.clone(),
-                pod_tokens.clone(),
-                metrics.clone(),
-            );
+            let attributor =
+                attribution::Attributor::new(&config.kubernetes, pods, tenants, metrics.clone());
+            let gpu_attributor = attributor.clone();
             let mut meter = meter::Meter::new(
                 http::HttpStage::new(&config.http),
                 tokens::TokenCounter::new(&config.tokens)?,
@@ -173,11 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if config.gpu.enabled != attribution::gpu::GpuEnabled::Off {
                 let reporter = attribution::GpuReporter::new(
-                    config.kubernetes.node_name(),
-                    pods,
-                    tenants,
-                    config.kubernetes.pod_labels.clone(),
-                    pod_tokens,
+                    gpu_attributor,
                     pipeline::clock_ns(libc::CLOCK_REALTIME) as u64,
                 );
                 meter.start_gpu(config.gpu.clone(), reporter);

@@ -4,16 +4,21 @@
 
 #[path = "gpu/fake.rs"]
 mod fake;
+#[path = "../benches/support/record.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fake::Fake;
+use std::sync::Arc;
+
 use tokenmeter_agent::attribution::{
     gpu::GpuSampler,
-    kubernetes::{Pod, PodDirectory},
-    GpuReporter, PodTokens, TenantConfig, TenantResolver,
+    kubernetes::{KubernetesConfig, Pod, PodDirectory},
+    Attributor, GpuReporter, TenantConfig, TenantResolver,
 };
+use tokenmeter_agent::telemetry::AgentMetrics;
 
 const T0_US: u64 = 1_700_000_000_000_000;
 const GIB: u64 = 1 << 30;
@@ -36,20 +41,25 @@ fn each_interval_becomes_one_record_per_pod_with_its_tenant_and_tokens() {
         labels: BTreeMap::from([("tokenmeter.io/team".into(), "ml".into())]),
         ..Default::default()
     });
-    let tokens = PodTokens::default();
-    let mut reporter = GpuReporter::new(
-        Some("node-a".into()),
+    let kubernetes = KubernetesConfig {
+        node_name: Some("node-a".into()),
+        ..Default::default()
+    };
+    let attributor = Attributor::new(
+        &kubernetes,
         pods.clone(),
         TenantResolver::new(TenantConfig::default()).unwrap(),
-        vec![],
-        tokens.clone(),
-        T0_US * 1000,
+        Arc::new(AgentMetrics::default()),
     );
+    let mut reporter = GpuReporter::new(attributor.clone(), T0_US * 1000);
     sampler.sample(T0_US, &mut pod_of);
     fake.push_sample(gpu, 1001, T0_US + 1_000_000, 50);
     fake.push_sample(gpu, 4242, T0_US + 1_000_000, 50);
     sampler.sample(T0_US + 2_000_000, &mut pod_of);
-    tokens.add("pod-a", 700);
+    // A call the pod served: 100 input and 20 output tokens.
+    let mut served = support::record(0);
+    served.workload.pod_uid = Some("pod-a".into());
+    attributor.attribute(&mut served);
 
     let first = reporter.report(&mut sampler, (T0_US + 2_000_000) * 1000);
     assert_eq!(first.len(), 2, "pod-a and the host: {first:#?}");
@@ -65,8 +75,8 @@ fn each_interval_becomes_one_record_per_pod_with_its_tenant_and_tokens() {
     assert_eq!(a.gpu.sm_util_us, 500_000);
     // 300 W for 2 s, half of the SM use is pod-a's: 300 J = 3e8 µJ.
     assert_eq!(a.gpu.energy_microjoules, 300_000_000);
-    assert_eq!(a.gpu.tokens, 700);
-    assert_eq!(a.gpu.tokens_per_gpu_second, Some(350.0));
+    assert_eq!(a.gpu.tokens, 120);
+    assert_eq!(a.gpu.tokens_per_gpu_second, Some(60.0));
     assert_eq!(a.tenant.team.as_deref(), Some("ml"));
     assert_eq!(a.pod.as_ref().unwrap().namespace, "inference");
     assert_eq!(a.node_name.as_deref(), Some("node-a"));

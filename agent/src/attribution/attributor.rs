@@ -5,12 +5,14 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use super::{
-    kubernetes::{KubernetesConfig, PodDirectory},
-    PodTokens, TenantResolver,
+    kubernetes::{KubernetesConfig, PodAttributes, PodDirectory},
+    Identity, PodTokens, Tenant, TenantResolver,
 };
 use crate::http::Role;
 use crate::{record::UsageRecord, telemetry::AgentMetrics};
 
+/// Cheap to clone: the GPU reporter holds one to describe the pods it reports on.
+#[derive(Clone)]
 pub struct Attributor {
     pods: PodDirectory,
     tenants: TenantResolver,
@@ -26,7 +28,6 @@ impl Attributor {
         kubernetes: &KubernetesConfig,
         pods: PodDirectory,
         tenants: TenantResolver,
-        tokens: PodTokens,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
         Self {
@@ -35,9 +36,32 @@ impl Attributor {
             node: kubernetes.node_name(),
             labels: kubernetes.pod_labels.clone(),
             annotations: kubernetes.pod_annotations.clone(),
-            tokens,
+            tokens: PodTokens::default(),
             metrics,
         }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> Option<&String> {
+        self.node.as_ref()
+    }
+
+    /// A pod's record attributes (when the API described it) and its own tenant, by the
+    /// client-side rules (its labels and annotations): for records about the pod itself.
+    pub fn describe_pod(&self, uid: &str) -> (Option<PodAttributes>, Tenant) {
+        let pod = self.pods.get(uid);
+        let attributes = pod
+            .as_ref()
+            .map(|p| p.attributes(None, &self.labels, &self.annotations));
+        let tenant = self
+            .tenants
+            .resolve(Role::Client, pod.as_deref(), &Identity::default());
+        (attributes, tenant)
+    }
+
+    /// The serving pods' tokens since the last call, by pod uid.
+    pub fn take_pod_tokens(&self) -> std::collections::HashMap<String, u64> {
+        self.tokens.take()
     }
 
     /// Adds the node, the pod (when the API described it) and the tenant to a record.

@@ -15,15 +15,14 @@ use sha2::{Digest, Sha256};
 
 use super::{
     gpu::{GpuSampler, PodGpuUsage, HOST_POD},
-    kubernetes::{PodAttributes, PodDirectory},
-    Identity, Tenant, TenantResolver, Workload,
+    kubernetes::PodAttributes,
+    Attributor, Tenant, Workload,
 };
-use crate::http::Role;
 
 /// Tokens of the server-side records per pod uid, since the last report: the numerator of
 /// tokens per GPU-second. The attribution stage adds, the reporter takes.
 #[derive(Clone, Default)]
-pub struct PodTokens(Arc<Mutex<HashMap<String, u64>>>);
+pub(super) struct PodTokens(Arc<Mutex<HashMap<String, u64>>>);
 
 impl PodTokens {
     pub fn add(&self, pod_uid: &str, tokens: u64) {
@@ -31,7 +30,7 @@ impl PodTokens {
         *map.entry(pod_uid.to_string()).or_default() += tokens;
     }
 
-    fn take(&self) -> HashMap<String, u64> {
+    pub fn take(&self) -> HashMap<String, u64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -78,34 +77,20 @@ pub struct GpuFigures {
 /// Turns the sampler's cumulative figures into per-interval records.
 pub struct GpuReporter {
     boot_id: String,
-    node: Option<String>,
-    pods: PodDirectory,
-    tenants: TenantResolver,
-    labels: Vec<String>,
-    tokens: PodTokens,
+    /// Describes the pods (metadata, tenant) and counts their tokens.
+    attributor: Attributor,
     reported: BTreeMap<String, PodGpuUsage>,
     interval_start_ns: u64,
 }
 
 impl GpuReporter {
-    pub fn new(
-        node: Option<String>,
-        pods: PodDirectory,
-        tenants: TenantResolver,
-        labels: Vec<String>,
-        tokens: PodTokens,
-        now_ns: u64,
-    ) -> Self {
+    pub fn new(attributor: Attributor, now_ns: u64) -> Self {
         Self {
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            node,
-            pods,
-            tenants,
-            labels,
-            tokens,
+            attributor,
             reported: BTreeMap::new(),
             interval_start_ns: now_ns,
         }
@@ -120,7 +105,7 @@ impl GpuReporter {
             .devices()
             .map(|d| (d.uuid.clone(), d.name.clone()))
             .collect();
-        let mut tokens = self.tokens.take();
+        let mut tokens = self.attributor.take_pod_tokens();
         let mut records = Vec::new();
         let mut gone = Vec::new();
         for (uid, total) in sampler.pods() {
@@ -134,7 +119,11 @@ impl GpuReporter {
                 mig: total.mig,
                 sm_unavailable: total.sm_unavailable,
             };
-            let pod = (uid != HOST_POD).then(|| self.pods.get(uid)).flatten();
+            let (pod, tenant) = if uid == HOST_POD {
+                (None, Tenant::default())
+            } else {
+                self.attributor.describe_pod(uid)
+            };
             if uid != HOST_POD && pod.is_none() && delta.gpu_time_us == 0 {
                 gone.push(uid.clone());
             }
@@ -152,15 +141,13 @@ impl GpuReporter {
                 id: self.id(uid, start),
                 start_time_unix_nano: start,
                 end_time_unix_nano: now_ns,
-                node_name: self.node.clone(),
+                node_name: self.attributor.node().cloned(),
                 workload: Workload {
                     pod_uid: (uid != HOST_POD).then(|| uid.clone()),
                     ..Default::default()
                 },
-                pod: pod.as_ref().map(|p| p.attributes(None, &self.labels, &[])),
-                tenant: self
-                    .tenants
-                    .resolve(Role::Client, pod.as_deref(), &Identity::default()),
+                pod,
+                tenant,
                 gpu: GpuFigures {
                     name,
                     devices,

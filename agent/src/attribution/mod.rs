@@ -15,7 +15,8 @@ mod workload;
 
 pub use attributor::Attributor;
 pub use cgroup_paths::CgroupPaths;
-pub use gpu_report::{GpuFigures, GpuReporter, GpuUsageRecord, PodTokens};
+use gpu_report::PodTokens;
+pub use gpu_report::{GpuFigures, GpuReporter, GpuUsageRecord};
 pub use identity::{Identity, IdentityConfig, IdentityExtractor};
 pub use tenant::{ApiKeyOwner, Source, Tenant, TenantConfig, TenantResolver, TenantRules};
 pub use workload::Workload;

@@ -130,8 +130,7 @@ impl Plaintext {
     /// A TLS library tied connection to `fd`: its syscalls carry ciphertext.
     pub fn tls_fd(&mut self, pid: u32, fd: i32) {
         let Ok(fd) = u32::try_from(fd) else { return };
-        let key = (u64::from(pid) << 32) | u64::from(fd);
-        let generation = self.maps.generations.get(&key, 0).unwrap_or(0);
+        let generation = self.maps.generations.get(&fd_key(pid, fd), 0).unwrap_or(0);
         let conn = syscall_conn(fd, generation);
         if self.classes.insert((pid, conn), Class::Tls) != Some(Class::Tls) {
             self.ignore(pid, conn, Class::Tls);
@@ -170,10 +169,14 @@ impl Plaintext {
             Class::Socket => return,
         }
         if let Some((fd, generation)) = fd_of(conn) {
-            let key = (u64::from(pid) << 32) | u64::from(fd);
-            let _ = self.maps.ignored.insert(key, generation, 0);
+            let _ = self.maps.ignored.insert(fd_key(pid, fd), generation, 0);
         }
     }
+}
+
+/// A descriptor's key in the kernel's per-fd maps: `pid << 32 | fd`.
+fn fd_key(pid: u32, fd: u32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(fd)
 }
 
 /// The descriptor and its generation of a syscall stream's `conn`.
