@@ -381,20 +381,37 @@ fn driver_not_loaded_off_and_no_gpu_are_clear_errors() {
 }
 
 #[test]
-fn pod_of_is_asked_once_per_pid_per_sample() {
+fn pod_of_is_asked_once_per_process_while_it_runs() {
     let fake = Fake::take();
     let gpu = fake.add_device("GPU-0", "NVIDIA H100", 0, 1);
     fake.set_processes(gpu, &[(1001, GIB)]);
     let mut sampler = GpuSampler::open(&fake.config()).unwrap();
     sampler.sample(T0, &mut |_| None);
+    let mut asked: HashMap<u32, u32> = HashMap::new();
+    let mut sample = |sampler: &mut GpuSampler, at_us: u64, pod: &'static str| {
+        sampler.sample(T0 + at_us, &mut |pid| {
+            *asked.entry(pid).or_default() += 1;
+            Some(pod.into())
+        });
+    };
+
+    // Two utilisation samples and the running-process list all name 1001: one lookup.
     fake.push_sample(gpu, 1001, T0 + 100, 10);
     fake.push_sample(gpu, 1001, T0 + 200, 10);
-    let mut asked: HashMap<u32, u32> = HashMap::new();
-    sampler.sample(T0 + 1_000, &mut |pid| {
-        *asked.entry(pid).or_default() += 1;
-        pod_of(pid)
-    });
-    assert_eq!(asked, HashMap::from([(1001, 1)]));
-    assert_eq!(sampler.forget_pod("pod-a").unwrap().sm_percent_us, 2_000);
-    assert!(sampler.pods().is_empty());
+    sample(&mut sampler, 1_000, "pod-a");
+    // Still running: no lookup, however many samples.
+    fake.push_sample(gpu, 1001, T0 + 1_500, 10);
+    sample(&mut sampler, 2_000, "pod-a");
+    sample(&mut sampler, 3_000, "pod-a");
+    // It ends; the PID comes back as another pod's process and is looked up afresh.
+    fake.set_processes(gpu, &[]);
+    sample(&mut sampler, 4_000, "pod-a");
+    fake.set_processes(gpu, &[(1001, GIB)]);
+    fake.push_sample(gpu, 1001, T0 + 4_500, 10);
+    sample(&mut sampler, 5_000, "pod-b");
+
+    assert_eq!(asked, HashMap::from([(1001, 2)]));
+    // 10 % over 0..100, 100..200 and 200..1500 for pod-a; over 1500..4500 for pod-b.
+    assert_eq!(sampler.forget_pod("pod-a").unwrap().sm_percent_us, 15_000);
+    assert_eq!(pod(&sampler, "pod-b").sm_percent_us, 30_000);
 }

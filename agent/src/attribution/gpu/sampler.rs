@@ -54,6 +54,12 @@ struct Lost;
 pub struct GpuSampler {
     gpus: Vec<Gpu>,
     pods: BTreeMap<String, PodGpuUsage>,
+    /// The pod key of each PID the previous sample saw: a running process stays in its pod,
+    /// so /proc is read once per process, not once per sample. A PID the last sample did not
+    /// see is forgotten (its process ended, or stopped using the GPU) and looked up again
+    /// if it comes back, so a reused PID is looked up afresh unless the kernel handed it to
+    /// another GPU process within one sample interval.
+    pod_keys: HashMap<u32, String>,
     /// The previous `sample()` time; `None` before the first.
     last_now_us: Option<u64>,
     reported: Reported,
@@ -89,6 +95,7 @@ impl GpuSampler {
         Ok(GpuSampler {
             gpus,
             pods: BTreeMap::new(),
+            pod_keys: HashMap::new(),
             last_now_us: None,
             reported,
             nvml,
@@ -123,11 +130,16 @@ impl GpuSampler {
         self.last_now_us = Some(now_unix_us);
         let interval_us = now_unix_us - previous;
 
-        // One lookup per PID per sample, however many devices and samples name it.
-        let mut keys: HashMap<u32, String> = HashMap::new();
+        // One lookup per process while it runs, however many devices and samples name it.
+        let mut previous_keys = std::mem::take(&mut self.pod_keys);
+        let mut keys: HashMap<u32, String> = HashMap::with_capacity(previous_keys.len());
         let mut key_of = |pid: u32| -> String {
             keys.entry(pid)
-                .or_insert_with(|| pod_of(pid).unwrap_or_else(|| HOST_POD.to_owned()))
+                .or_insert_with(|| {
+                    previous_keys
+                        .remove(&pid)
+                        .unwrap_or_else(|| pod_of(pid).unwrap_or_else(|| HOST_POD.to_owned()))
+                })
                 .clone()
         };
         let mut lost = Vec::new();
@@ -145,6 +157,7 @@ impl GpuSampler {
                 lost.push(i);
             }
         }
+        self.pod_keys = keys;
         self.drop_gpus(&lost);
     }
 
