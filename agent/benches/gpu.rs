@@ -5,18 +5,21 @@
 //! sampling at the default 1 s interval: the thread CPU time of one `sample()` / 1 s.
 //!
 //! The fake answers from memory, so this is the agent's own cost (wrapper, allocation,
-//! integration); a real driver adds its ioctls on top. Scripting the next interval's samples is
+//! integration); a real driver adds its ioctls on top. Each PID -> pod lookup reads and parses
+//! this process's /proc/self/cgroup, as the agent reads /proc/PID/cgroup, so a lookup costs
+//! what it does in the agent; the sampler caches them per running process. Scripting the next interval's samples is
 //! not timed. Run: `cargo bench -p tokenmeter-agent --bench gpu`.
 
 #[path = "../tests/gpu/fake.rs"]
 mod fake;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tokenmeter_agent::attribution::gpu::GpuSampler;
+use tokenmeter_agent::attribution::{gpu::GpuSampler, Workload};
 
 use fake::Fake;
 
@@ -73,9 +76,22 @@ fn bench(c: &mut Criterion) {
     let fake = Fake::load(&fake::build(true));
     let pods = script(&fake);
     let mut sampler = GpuSampler::open(&fake.config()).expect("the fake opens");
-    let mut pod_of = |pid: u32| pods.get(&pid).cloned();
+    let lookups = Cell::new(0u64);
+    let mut pod_of = |pid: u32| {
+        lookups.set(lookups.get() + 1);
+        Workload::of_process(std::process::id())?;
+        pods.get(&pid).cloned()
+    };
     let mut now = T0;
     sampler.sample(now, &mut pod_of);
+
+    // What the cache saves: the first interval looks every process up, later ones none.
+    now += INTERVAL_US;
+    push_interval(&fake, now);
+    let before = thread_cpu();
+    sampler.sample(now, &mut pod_of);
+    let first = thread_cpu() - before;
+    let first_lookups = lookups.replace(0);
 
     // Thread CPU per sample over a fixed run, for the ratio.
     let rounds = 2_000;
@@ -94,10 +110,14 @@ fn bench(c: &mut Criterion) {
     );
     println!(
         "gpu sampler, {GPUS} GPUs x {PROCESSES_PER_GPU} processes: {:.1} us CPU per sample(); \
-         CPU per second at a 1 s interval: {:.4} % ({:.2e} CPU-s/s)",
+         CPU per second at a 1 s interval: {:.4} % ({:.2e} CPU-s/s); \
+         the first interval with {first_lookups} PID lookups: {:.1} us; \
+         later: {} lookups in {rounds} samples",
         per_sample.as_secs_f64() * 1e6,
         per_sample.as_secs_f64() * 100.0,
         per_sample.as_secs_f64(),
+        first.as_secs_f64() * 1e6,
+        lookups.get(),
     );
 
     c.bench_function("gpu_sample/8_gpus_200_processes", |b| {
