@@ -60,7 +60,7 @@ fn json_response() -> Vec<Vec<u8>> {
 }
 
 fn decode_http(request: &[u8], response: &[Vec<u8>]) -> Exchange {
-    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits { max_bytes: 8 << 20 }, 0, 0);
+    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits::per_body(8 << 20), 0, 0);
     let mut out = Vec::with_capacity(1);
     decoder.push(Flow::ToServer, 1, request, &mut out);
     for (i, piece) in response.iter().enumerate() {

@@ -205,6 +205,15 @@ impl AgentConfig {
                 reason: "must be at least 1024".into(),
             });
         }
+        if self.http.max_held_body_bytes < self.http.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                field: "http.max_held_body_bytes".into(),
+                reason: format!(
+                    "must be at least http.max_body_bytes ({}), or no body could reach its own cap",
+                    self.http.max_body_bytes
+                ),
+            });
+        }
         if self.streams.idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 field: "streams.idle_timeout_secs".into(),
@@ -268,6 +277,10 @@ mod tests {
             ),
             ("[streams]\nmax_connections = 0", "max_connections"),
             ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
+            (
+                "[http]\nmax_held_body_bytes = 4096",
+                "http.max_held_body_bytes",
+            ),
             ("[identity]\nheaders = \"x\"", "headers"),
             ("[selector]\ncomn = []", "comn"),
         ];

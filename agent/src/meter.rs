@@ -265,6 +265,15 @@ impl Meter {
         ]) {
             slot.store(value, Ordering::Relaxed);
         }
+        if let Some(budget) = self.http.body_budget() {
+            let metrics = &self.metrics;
+            metrics
+                .http_body_bytes_held
+                .store(budget.held() as u64, Ordering::Relaxed);
+            metrics
+                .http_body_bytes_over_budget
+                .store(budget.refused_bytes(), Ordering::Relaxed);
+        }
     }
 }
 

@@ -52,7 +52,7 @@ fn streamed_exchange(tokens: usize) -> Exchange {
         conn: 1,
         seq: 0,
     };
-    let mut decoder = H1Decoder::new(conn, Role::Client, BodyLimits { max_bytes: 8 << 20 }, 0, 0);
+    let mut decoder = H1Decoder::new(conn, Role::Client, BodyLimits::per_body(8 << 20), 0, 0);
     let mut out = Vec::new();
     decoder.push(Flow::ToServer, 1, head.as_bytes(), &mut out);
     decoder.push(Flow::ToClient, 2, response.as_bytes(), &mut out);

@@ -1,15 +1,161 @@
 //! Message bodies: capped while they arrive, timed piece by piece (so a streamed response's
 //! first and last token can be dated), and decoded from their content encoding at the end.
+//!
+//! Two caps apply: one per body (`http.max_body_bytes`), and one over the bodies of every
+//! connection at once (`http.max_held_body_bytes`, the [`BodyBudget`]), so that thousands of
+//! connections with large bodies in flight cannot take the node's memory.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tracing::warn;
 
 use super::{Headers, HttpError};
 
 /// How much of a body is kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct BodyLimits {
     /// Bytes kept per body, before and after content decoding; the rest is counted, not kept.
     pub max_bytes: usize,
+    /// The bytes all bodies may hold together; `None`: no cap beyond the per-body one.
+    pub budget: Option<BodyBudget>,
+}
+
+impl BodyLimits {
+    /// A per-body cap only.
+    pub const fn per_body(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            budget: None,
+        }
+    }
+}
+
+/// The bytes the bodies of all connections hold at once, and a cap on them. Each body takes
+/// its bytes as they arrive and gives them back when it is dropped (once its exchange was
+/// metered, or with its connection); what does not fit is counted, not kept.
+#[derive(Clone, Debug)]
+pub struct BodyBudget(Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: usize,
+    held: AtomicUsize,
+    refused_bytes: AtomicU64,
+    said: AtomicBool,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(BudgetState {
+            limit,
+            held: AtomicUsize::new(0),
+            refused_bytes: AtomicU64::new(0),
+            said: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Bytes held by bodies now.
+    pub fn held(&self) -> usize {
+        self.0.held.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes not kept because the budget was spent, since the start.
+    pub fn refused_bytes(&self) -> u64 {
+        self.0.refused_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes up to `want` bytes; returns how many it got. The first refusal is said.
+    fn take(&self, want: usize) -> usize {
+        let state = &self.0;
+        let mut held = state.held.load(Ordering::Relaxed);
+        let granted = loop {
+            let granted = want.min(state.limit.saturating_sub(held));
+            match state.held.compare_exchange_weak(
+                held,
+                held + granted,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break granted,
+                Err(now) => held = now,
+            }
+        };
+        if granted < want {
+            state
+                .refused_bytes
+                .fetch_add((want - granted) as u64, Ordering::Relaxed);
+            if !state.said.swap(true, Ordering::Relaxed) {
+                warn!(
+                    limit = state.limit,
+                    "the HTTP bodies held for metering reached http.max_held_body_bytes: bodies are \
+                     cut until calls finish (their records say so, and \
+                     tokenmeter_http_body_bytes_over_budget_total counts the bytes); raise it, and the \
+                     agent's memory limit, if this persists"
+                );
+            }
+        }
+        granted
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.0.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A body's share of the budget, given back when the body is dropped. Not part of the body's
+/// value: a clone holds nothing and compares equal.
+#[derive(Debug, Default)]
+struct Held {
+    budget: Option<BodyBudget>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Up to `want` more bytes from `limits`' budget (all of them without one).
+    fn take(&mut self, want: usize, limits: &BodyLimits) -> usize {
+        let Some(budget) = &limits.budget else {
+            return want;
+        };
+        let budget = self.budget.get_or_insert_with(|| budget.clone());
+        let granted = budget.take(want);
+        self.bytes += granted;
+        granted
+    }
+
+    /// Gives back what is held beyond `keep` bytes.
+    fn shrink_to(&mut self, keep: usize) {
+        if let Some(budget) = &self.budget {
+            let surplus = self.bytes.saturating_sub(keep);
+            budget.give_back(surplus);
+            self.bytes -= surplus;
+        }
+    }
+}
+
+impl Clone for Held {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Held {}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shrink_to(0);
+    }
 }
 
 /// A body as received.
@@ -19,10 +165,13 @@ pub struct Body {
     pub bytes: Vec<u8>,
     /// Bytes of the body on the wire (after de-chunking, before content decoding).
     pub wire_len: u64,
-    /// True when bytes were not kept (over the limit) or are missing (a capture gap).
+    /// True when bytes were not kept (over a limit) or are missing (a capture gap).
     pub truncated: bool,
+    /// Bytes were not kept because the bodies of all connections reached the budget.
+    pub over_budget: bool,
     /// (offset in `bytes`, monotonic ns) at which each piece of the body arrived.
     pub arrivals: Vec<(usize, u64)>,
+    held: Held,
 }
 
 impl Body {
@@ -33,10 +182,13 @@ impl Body {
         }
         self.wire_len += piece.len() as u64;
         let room = limits.max_bytes.saturating_sub(self.bytes.len());
-        if room < piece.len() {
+        let wanted = room.min(piece.len());
+        let granted = self.held.take(wanted, limits);
+        self.over_budget |= granted < wanted;
+        if granted < piece.len() {
             self.truncated = true;
         }
-        let kept = &piece[..room.min(piece.len())];
+        let kept = &piece[..granted];
         if !kept.is_empty() {
             if self.arrivals.last().map(|&(_, t)| t) != Some(timestamp_ns) {
                 self.arrivals.push((self.bytes.len(), timestamp_ns));
@@ -101,6 +253,17 @@ impl Body {
             decoded.truncate(limits.max_bytes);
             self.truncated = true;
         }
+        // The decoded bytes replace the encoded ones in the budget.
+        if let Some(more) = decoded.len().checked_sub(self.bytes.len()) {
+            let granted = self.held.take(more, limits);
+            if granted < more {
+                decoded.truncate(self.bytes.len() + granted);
+                self.truncated = true;
+                self.over_budget = true;
+            }
+        } else {
+            self.held.shrink_to(decoded.len());
+        }
         let (from, to) = (self.bytes.len().max(1), decoded.len());
         for (offset, _) in &mut self.arrivals {
             *offset = (*offset as u128 * to as u128 / from as u128) as usize;
@@ -126,6 +289,12 @@ pub(super) fn decode_message_body(
             limit: limits.max_bytes,
         });
     }
+    if let (true, Some(budget)) = (body.over_budget, &limits.budget) {
+        error.get_or_insert(HttpError::BodyBudget {
+            what: "message",
+            limit: budget.limit(),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +303,7 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: BodyLimits = BodyLimits { max_bytes: 1 << 20 };
+    const LIMITS: BodyLimits = BodyLimits::per_body(1 << 20);
 
     fn body_of(bytes: &[u8]) -> Body {
         let mut body = Body::default();
@@ -144,7 +313,7 @@ mod tests {
 
     #[test]
     fn append_caps_flags_and_times_the_pieces() {
-        let limits = BodyLimits { max_bytes: 5 };
+        let limits = BodyLimits::per_body(5);
         let mut body = Body::default();
         body.append(b"abc", 10, &limits);
         body.append(b"def", 20, &limits);
@@ -189,7 +358,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 4 << 20]).unwrap();
         let mut body = body_of(&gz.finish().unwrap());
-        body.decode(Some("gzip"), &BodyLimits { max_bytes: 1000 })
+        body.decode(Some("gzip"), &BodyLimits::per_body(1000))
             .unwrap();
         assert_eq!(body.bytes.len(), 1000);
         assert!(body.truncated);
@@ -207,5 +376,71 @@ mod tests {
         let mut body = body_of(b"plain");
         body.decode(Some("identity"), &LIMITS).unwrap();
         assert_eq!(body.bytes, b"plain");
+    }
+
+    fn budgeted(max_bytes: usize, budget: &BodyBudget) -> BodyLimits {
+        BodyLimits {
+            max_bytes,
+            budget: Some(budget.clone()),
+        }
+    }
+
+    #[test]
+    fn bodies_share_the_budget_and_give_it_back_when_dropped() {
+        let budget = BodyBudget::new(10);
+        let limits = budgeted(8, &budget);
+        let mut first = Body::default();
+        first.append(b"abcdef", 1, &limits);
+        let mut second = Body::default();
+        second.append(b"ghijkl", 2, &limits);
+        assert_eq!(first.bytes, b"abcdef");
+        assert!(!first.over_budget && !first.truncated);
+        // Only 4 of the 10 were left.
+        assert_eq!(second.bytes, b"ghij");
+        assert!(second.over_budget && second.truncated);
+        assert_eq!(second.wire_len, 6);
+        assert_eq!((budget.held(), budget.refused_bytes()), (10, 2));
+
+        drop(first);
+        assert_eq!(budget.held(), 4);
+        let mut third = Body::default();
+        third.append(b"mnopqrstuv", 3, &limits);
+        // The per-body cap (8) comes first; that is not the budget's doing.
+        assert_eq!(third.bytes, b"mnopqr");
+        assert!(third.over_budget);
+        drop((second, third));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn decoding_takes_the_growth_from_the_budget_and_flags_the_cut() {
+        let text = b"{\"usage\":{\"prompt_tokens\":12}}".repeat(40);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let encoded = gz.finish().unwrap();
+
+        let roomy = BodyBudget::new(1 << 20);
+        let mut body = Body::default();
+        body.append(&encoded, 1, &budgeted(1 << 20, &roomy));
+        body.decode(Some("gzip"), &budgeted(1 << 20, &roomy))
+            .unwrap();
+        assert_eq!(body.bytes, text);
+        assert_eq!(roomy.held(), text.len());
+        drop(body);
+        assert_eq!(roomy.held(), 0);
+
+        let tight = BodyBudget::new(encoded.len() + 100);
+        let limits = budgeted(1 << 20, &tight);
+        let mut body = Body::default();
+        body.append(&encoded, 1, &limits);
+        body.decode(Some("gzip"), &limits).unwrap();
+        assert_eq!(body.bytes, &text[..encoded.len() + 100]);
+        assert!(body.over_budget && body.truncated);
+        let mut error = None;
+        decode_message_body(&mut body, &Headers::default(), &limits, &mut error);
+        assert!(
+            matches!(error, Some(HttpError::BodyBudget { .. })),
+            "{error:?}"
+        );
     }
 }

@@ -3,7 +3,7 @@ use std::io::Write;
 use super::*;
 use crate::http::HttpVersion;
 
-const LIMITS: BodyLimits = BodyLimits { max_bytes: 1 << 20 };
+const LIMITS: BodyLimits = BodyLimits::per_body(1 << 20);
 const CONN: ConnId = ConnId {
     pid: 1,
     conn: 2,

@@ -113,9 +113,9 @@ impl H2Decoder {
         Self {
             conn,
             role,
-            limits,
             to_server: FlowState::new(Flow::ToServer, &limits),
             to_client: FlowState::new(Flow::ToClient, &limits),
+            limits,
             streams: BTreeMap::new(),
             last_request: 0,
             stopped: false,

@@ -159,12 +159,12 @@ impl H2Decoder {
         };
         let dropped = (h.len as usize - padding).saturating_sub(data.len());
         let end_stream = h.has(flags::END_STREAM);
-        let limits = self.limits;
+        let limits = &self.limits;
         let Some(stream) = self.streams.get_mut(&h.stream) else {
             return Ok(()); // a stream already reported
         };
         let append = |body: &mut Body| {
-            body.append(data, frame.end_ns, &limits);
+            body.append(data, frame.end_ns, limits);
             if dropped > 0 {
                 body.wire_len += dropped as u64;
                 body.truncated = true;

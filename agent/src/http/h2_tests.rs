@@ -13,7 +13,7 @@ const CONN: ConnId = ConnId {
     conn: 2,
     seq: 3,
 };
-const LIMITS: BodyLimits = BodyLimits { max_bytes: 1 << 16 };
+const LIMITS: BodyLimits = BodyLimits::per_body(1 << 16);
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_be_bytes();

@@ -26,7 +26,7 @@ const CONN: ConnId = ConnId {
     conn: 42,
     seq: 1,
 };
-const LIMITS: BodyLimits = BodyLimits { max_bytes: 1 << 20 };
+const LIMITS: BodyLimits = BodyLimits::per_body(1 << 20);
 
 /// One end of the pipe; what it writes is logged as `flow`.
 struct Tee {
@@ -174,7 +174,7 @@ async fn settle() {
 /// Decodes the log whole and byte by byte (same timestamps), checks both agree, returns one.
 fn decode_with(log: &[(Flow, Vec<u8>)], limits: BodyLimits) -> (Vec<Exchange>, H2Stats) {
     let run = |byte_at_a_time: bool| {
-        let mut decoder = H2Decoder::new(CONN, Role::Client, limits);
+        let mut decoder = H2Decoder::new(CONN, Role::Client, limits.clone());
         let mut out = Vec::new();
         for (i, (flow, bytes)) in log.iter().enumerate() {
             let ts = (i as u64 + 1) * 1000;
@@ -395,7 +395,7 @@ async fn a_streaming_response_in_many_data_frames() {
 #[tokio::test]
 async fn a_response_cut_at_the_limit_is_flagged_truncated() {
     let log = streaming_log().await;
-    let (out, _) = decode_with(&log, BodyLimits { max_bytes: 100 });
+    let (out, _) = decode_with(&log, BodyLimits::per_body(100));
     let body = &out[0].response.as_ref().unwrap().body;
     assert_eq!(body.bytes, sse_body()[..100]);
     assert!(body.truncated);
@@ -789,7 +789,7 @@ async fn frames_larger_than_16k_after_settings_max_frame_size() {
     assert_eq!(out[0].error, None);
     assert_eq!(out[0].response.as_ref().unwrap().body.bytes, body);
     // A small limit keeps only the start of the big frame, and says so.
-    let (out, _) = decode_with(&log, BodyLimits { max_bytes: 1000 });
+    let (out, _) = decode_with(&log, BodyLimits::per_body(1000));
     let kept = &out[0].response.as_ref().unwrap().body;
     assert_eq!(kept.bytes, body[..1000]);
     assert!(kept.truncated);
@@ -848,7 +848,7 @@ async fn every_prefix_and_random_corruption_decode_without_panic() {
         .collect();
     for cut in 0..=flat.len() {
         let prefix: Vec<(Flow, Vec<u8>)> = flat[..cut].iter().map(|&(f, b)| (f, vec![b])).collect();
-        let out = feed_all(&prefix, BodyLimits { max_bytes: 64 });
+        let out = feed_all(&prefix, BodyLimits::per_body(64));
         assert!(out.len() <= 1, "cut at {cut}: {out:#?}");
     }
     // Random bytes flipped, inserted or dropped, and pure garbage.
@@ -870,7 +870,7 @@ async fn every_prefix_and_random_corruption_decode_without_panic() {
                 }
             }
         }
-        feed_all(&mangled, BodyLimits { max_bytes: 256 });
+        feed_all(&mangled, BodyLimits::per_body(256));
     }
     for _ in 0..500 {
         let len = rng.below(4096);

@@ -15,7 +15,7 @@ mod headers;
 pub mod sse;
 mod stage;
 
-pub use body::{Body, BodyLimits};
+pub use body::{Body, BodyBudget, BodyLimits};
 pub use h1::H1Decoder;
 pub use h2::{H2Decoder, H2Stats};
 pub use headers::Headers;
@@ -117,6 +117,9 @@ pub enum HttpError {
     /// The body was larger than the configured cap; only its start was kept.
     #[error("{what} body larger than the {limit} bytes kept")]
     BodyTooLarge { what: &'static str, limit: usize },
+    /// The bodies of all connections held the agent's budget for them; this one was cut.
+    #[error("{what} body cut: the bodies held for metering reached http.max_held_body_bytes ({limit} bytes)")]
+    BodyBudget { what: &'static str, limit: usize },
     /// The body's content encoding could not be decoded.
     #[error("cannot decode {encoding} body: {detail}")]
     Encoding { encoding: String, detail: String },

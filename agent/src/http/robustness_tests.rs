@@ -13,7 +13,7 @@ const CONN: ConnId = ConnId {
 };
 
 fn run(pieces: &[(bool, Vec<u8>)], gaps: &[(usize, u64)]) -> Vec<Exchange> {
-    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits { max_bytes: 4096 }, 0, 0);
+    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits::per_body(4096), 0, 0);
     let mut out = Vec::new();
     for (i, (to_server, bytes)) in pieces.iter().enumerate() {
         let flow = if *to_server {
@@ -78,7 +78,7 @@ proptest! {
             // Same timestamps: split each piece but keep its index as the time.
             fine.push((*to_server, bytes.clone()));
         }
-        let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits { max_bytes: 4096 }, 0, 0);
+        let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits::per_body(4096), 0, 0);
         let mut out = Vec::new();
         for (i, (to_server, bytes)) in fine.iter().enumerate() {
             let flow = if *to_server { Flow::ToServer } else { Flow::ToClient };

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, H2Decoder, Role, METHODS};
+use super::{
+    BodyBudget, BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, H2Decoder, Role, METHODS,
+};
 use crate::{
     capture::record::Direction,
     streams::{ConnId, StreamEvent},
@@ -18,12 +20,17 @@ pub struct HttpConfig {
     /// Bytes kept per request or response body (after content decoding); longer bodies are
     /// cut and the exchange says so. LLM requests with long contexts need a few MiB.
     pub max_body_bytes: usize,
+    /// Bytes the bodies of all connections may hold at once: the agent's memory for bodies
+    /// in flight. Past it, bodies are cut (their records say so, a metric counts the bytes)
+    /// until calls finish. The default fits the chart's 512 MiB memory limit.
+    pub max_held_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
+            max_held_body_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -72,10 +79,16 @@ impl HttpStage {
         Self {
             limits: BodyLimits {
                 max_bytes: config.max_body_bytes,
+                budget: Some(BodyBudget::new(config.max_held_body_bytes)),
             },
             conns: HashMap::new(),
             stats: HttpStats::default(),
         }
+    }
+
+    /// The cap over the bodies of all connections, with what they hold now.
+    pub fn body_budget(&self) -> Option<&BodyBudget> {
+        self.limits.budget.as_ref()
     }
 
     pub fn consume(&mut self, event: StreamEvent, out: &mut Vec<Exchange>) {
@@ -94,7 +107,7 @@ impl HttpStage {
                 timestamp_ns,
                 bytes,
             } => {
-                let limits = self.limits;
+                let limits = &self.limits;
                 let Some(conn) = self.conns.get_mut(&id.conn) else {
                     return;
                 };
@@ -176,7 +189,7 @@ fn sniff(
     seen: &[(Direction, u64, Vec<u8>)],
     conn: ConnId,
     start_pos: [u64; 2],
-    limits: BodyLimits,
+    limits: &BodyLimits,
 ) -> Option<Protocol> {
     let mut prefixes: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for (direction, _, bytes) in seen {
@@ -209,11 +222,11 @@ fn sniff(
             Role::Server => (start_pos[1], start_pos[0]),
         };
         if prefix.starts_with(b"PRI ") {
-            let decoder =
-                H2Decoder::new(conn, role, limits).with_start_pos(request_pos, response_pos);
+            let decoder = H2Decoder::new(conn, role, limits.clone())
+                .with_start_pos(request_pos, response_pos);
             return Some(Protocol::Http2(role, Box::new(decoder)));
         }
-        let decoder = H1Decoder::new(conn, role, limits, request_pos, response_pos);
+        let decoder = H1Decoder::new(conn, role, limits.clone(), request_pos, response_pos);
         return Some(Protocol::Http(role, Box::new(decoder)));
     }
     // Not HTTP only once both ends spoke and neither looks like it: an HTTP/2 server sends
@@ -227,6 +240,7 @@ fn sniff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::HttpError;
     use crate::streams::StreamId;
 
     const CONN: ConnId = ConnId {
@@ -303,5 +317,81 @@ mod tests {
             stage.conns[&CONN].protocol,
             Protocol::Http(Role::Client, _)
         ));
+    }
+
+    fn on(conn: u64, direction: Direction, bytes: &[u8], opened: bool) -> Vec<StreamEvent> {
+        let id = StreamId {
+            conn: ConnId { conn, ..CONN },
+            direction,
+        };
+        let open = StreamEvent::Opened {
+            id,
+            comm: "t".into(),
+            cgroup_id: 1,
+            timestamp_ns: 0,
+            start_pos: 0,
+        };
+        let data = StreamEvent::Data {
+            id,
+            timestamp_ns: 1,
+            bytes: bytes.to_vec(),
+        };
+        if opened {
+            vec![open, data]
+        } else {
+            vec![data]
+        }
+    }
+
+    #[test]
+    fn bodies_of_all_connections_share_one_budget() {
+        let mut stage = HttpStage::new(&HttpConfig {
+            max_body_bytes: 4096,
+            max_held_body_bytes: 10_000,
+        });
+        let budget = stage.body_budget().unwrap().clone();
+        let mut request =
+            b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3000\r\n\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 3000]);
+        let mut out = Vec::new();
+        // Four clients send 3,000-byte bodies; 10,000 bytes fit.
+        for conn in 1..=4 {
+            for event in on(conn, Direction::Write, &request, true) {
+                stage.consume(event, &mut out);
+            }
+        }
+        assert_eq!((budget.held(), budget.refused_bytes()), (10_000, 2_000));
+        for conn in 1..=4 {
+            for event in on(
+                conn,
+                Direction::Read,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                true,
+            ) {
+                stage.consume(event, &mut out);
+            }
+        }
+        assert_eq!(out.len(), 4);
+        for exchange in &out[..3] {
+            assert_eq!(exchange.request.body.bytes.len(), 3000);
+            assert_eq!(exchange.error, None);
+        }
+        let cut = &out[3];
+        assert_eq!(cut.request.body.bytes.len(), 1000);
+        assert_eq!(cut.request.body.wire_len, 3000);
+        assert!(cut.request.body.over_budget);
+        assert!(
+            matches!(cut.error, Some(HttpError::BodyBudget { limit: 10_000, .. })),
+            "{:?}",
+            cut.error
+        );
+
+        // Metered and dropped: the budget is back, and the next body is kept whole.
+        out.clear();
+        assert_eq!(budget.held(), 0);
+        for event in on(4, Direction::Write, &request, false) {
+            stage.consume(event, &mut out);
+        }
+        assert_eq!(budget.held(), 3000);
     }
 }

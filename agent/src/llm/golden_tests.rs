@@ -16,7 +16,7 @@ const CONN: ConnId = ConnId {
 /// A POST with a JSON body, and a response made of `pieces` (head first), each piece arriving
 /// at timestamp 100 + its index.
 fn exchange(path: &str, request: &str, pieces: &[Vec<u8>]) -> Exchange {
-    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits { max_bytes: 1 << 20 }, 0, 0);
+    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits::per_body(1 << 20), 0, 0);
     let mut out = Vec::new();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: llm\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",

@@ -15,6 +15,9 @@ pub struct AgentMetrics {
     pub streams_closed: AtomicU64,
     pub undecodable_records: AtomicU64,
     pub http_connections: [AtomicU64; 3],
+    /// Body bytes held by all connections now, and those not kept because that hit the cap.
+    pub http_body_bytes_held: AtomicU64,
+    pub http_body_bytes_over_budget: AtomicU64,
     pub exchanges: AtomicU64,
     pub exchanges_not_llm: AtomicU64,
     pub records: AtomicU64,
@@ -118,7 +121,7 @@ impl AgentMetrics {
         for ((name, help), value) in CAPTURE.iter().zip(&self.capture) {
             metric(&mut out, name, "counter", help, &[("", get(value))]);
         }
-        let gauges: [(&str, &str, u64); 9] = [
+        let gauges: [(&str, &str, u64); 10] = [
             (
                 "tokenmeter_capture_plaintext_processes",
                 "Processes whose socket syscalls are captured (plaintext HTTP).",
@@ -160,6 +163,11 @@ impl AgentMetrics {
                 get(&self.open_connections),
             ),
             (
+                "tokenmeter_http_body_bytes_held",
+                "Bytes of request and response bodies held for metering (capped by http.max_held_body_bytes).",
+                get(&self.http_body_bytes_held),
+            ),
+            (
                 "tokenmeter_ready",
                 "1 once the probes of the processes found at start are attached.",
                 u64::from(self.ready.load(Ordering::Relaxed)),
@@ -168,7 +176,7 @@ impl AgentMetrics {
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
         }
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "tokenmeter_gpu_usage_records_total",
                 "Per-pod GPU usage records produced (one per pod and report interval).",
@@ -218,6 +226,11 @@ impl AgentMetrics {
                 "tokenmeter_capture_undecodable_records_total",
                 "Ring buffer records that did not decode.",
                 get(&self.undecodable_records),
+            ),
+            (
+                "tokenmeter_http_body_bytes_over_budget_total",
+                "Body bytes not kept because the bodies held reached http.max_held_body_bytes.",
+                get(&self.http_body_bytes_over_budget),
             ),
             (
                 "tokenmeter_http_exchanges_total",
@@ -308,6 +321,6 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps);
-        assert_eq!(types, 8 + 9 + 15 + 2);
+        assert_eq!(types, 8 + 10 + 16 + 2);
     }
 }
