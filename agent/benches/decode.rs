@@ -7,7 +7,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokenmeter_agent::http::{BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, Role};
+use tokenmeter_agent::http::{
+    BodyBudget, BodyLimits, ConnectionDecoder, Exchange, Flow, H1Decoder, Role,
+};
 use tokenmeter_agent::llm;
 use tokenmeter_agent::streams::ConnId;
 
@@ -60,7 +62,12 @@ fn json_response() -> Vec<Vec<u8>> {
 }
 
 fn decode_http(request: &[u8], response: &[Vec<u8>]) -> Exchange {
-    let mut decoder = H1Decoder::new(CONN, Role::Client, BodyLimits::per_body(8 << 20), 0, 0);
+    // The agent's limits: 8 MiB per body, 128 MiB over all bodies.
+    let limits = BodyLimits {
+        max_bytes: 8 << 20,
+        budget: Some(BodyBudget::new(128 << 20)),
+    };
+    let mut decoder = H1Decoder::new(CONN, Role::Client, limits, 0, 0);
     let mut out = Vec::with_capacity(1);
     decoder.push(Flow::ToServer, 1, request, &mut out);
     for (i, piece) in response.iter().enumerate() {
