@@ -54,10 +54,14 @@
 //! - `fake_nvml_calls(function, device) -> u64`: how many times `function` was called on
 //!   `device`, or with -1 in all (0 for an unknown name).
 //!
+//! A process that cannot call these (the agent binary under an end-to-end test) is scripted
+//! by a file instead: see the `script` module (`FAKE_NVML_SCRIPT`).
+//!
 //! State lives in one `Mutex` static; nothing panics across the C boundary (a panic inside
 //! becomes `NVML_ERROR_UNKNOWN` or -1).
 
 mod nvml;
+mod script;
 mod state;
 
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, CStr};

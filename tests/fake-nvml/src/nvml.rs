@@ -67,6 +67,12 @@ fn init(func: Func) -> u32 {
         if let Some(code) = s.enter(func) {
             return code;
         }
+        if let Err(problem) = crate::script::load_from_env(s) {
+            eprintln!(
+                "fake libnvidia-ml: {}: {problem}",
+                crate::script::SCRIPT_VAR
+            );
+        }
         s.init_count += 1;
         SUCCESS
     })
@@ -292,6 +298,11 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
         }
         if d.mig == Mig::Enabled {
             return ERROR_NOT_SUPPORTED;
+        }
+        // A scripted process's sample is taken at the size query, so that the call with the
+        // buffer that follows finds the same count.
+        if utilization.is_null() {
+            crate::script::tick(d);
         }
         let n = d.samples_after(last_seen_time_stamp).count();
         if n == 0 {

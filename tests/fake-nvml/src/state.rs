@@ -109,6 +109,8 @@ pub struct Device {
     pub samples: VecDeque<Sample>,
     pub lost: bool,
     pub calls: [u64; FUNC_COUNT],
+    /// Scripted processes that use the SM steadily: (pid, percent); see `script`.
+    pub steady: Vec<(u32, u32)>,
 }
 
 impl Device {
@@ -123,6 +125,7 @@ impl Device {
             samples: VecDeque::new(),
             lost: false,
             calls: [0; FUNC_COUNT],
+            steady: Vec::new(),
         }
     }
 
