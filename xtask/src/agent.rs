@@ -71,6 +71,8 @@ pub struct Launch<'a> {
     pub command: &'a [&'a str],
     /// `--config`, if any.
     pub config: Option<&'a Path>,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a std::ffi::OsStr)],
 }
 
 /// Starts the release agent (`tokenmeter-agent <command> --ready-file ...`) and waits until its
@@ -88,6 +90,7 @@ pub fn start(launch: Launch) -> Result<Background> {
     if let Some(config) = launch.config {
         cmd.arg("--config").arg(config);
     }
+    cmd.envs(launch.env.iter().copied());
     if let Some(stats) = launch.stats_file {
         let _ = std::fs::remove_file(stats);
         cmd.arg("--stats-file").arg(stats);

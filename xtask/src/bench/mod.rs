@@ -265,6 +265,7 @@ impl Bench<'_> {
             stats_file: Some(&stats_file),
             command: &["capture", "--json"],
             config,
+            env: &[],
         })?;
         let run = program.run(size, iterations)?;
         let status = agent.interrupt(agent::STOP_TIMEOUT)?;
