@@ -72,4 +72,14 @@ fn the_demo_from_a_clean_clone_ends_with_a_bill_matching_the_server() {
         ["acme", "globex", "unassigned"],
         "two tenants and the visible unassigned account"
     );
+    // The server's (simulated) GPU time, on acme's platform team.
+    let acme = &bill["orgs"][0];
+    assert!(acme["gpu_time_us"].as_u64() > Some(0), "{acme:#}");
+    let platform = acme["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["account"] == "platform")
+        .expect("acme's platform team is billed");
+    assert_ne!(platform["amount"], "0", "{platform:#}");
 }
