@@ -15,6 +15,7 @@ use fake::Fake;
 
 use tokenmeter_agent::attribution::gpu::{
     DeviceUtilization, GpuConfig, GpuEnabled, GpuError, GpuSampler, PodGpuUsage, HOST_POD,
+    SCAN_EVERY_SAMPLES,
 };
 
 const T0: u64 = 1_700_000_000_000_000;
@@ -414,4 +415,40 @@ fn pod_of_is_asked_once_per_process_while_it_runs() {
     // 10 % over 0..100, 100..200 and 200..1500 for pod-a; over 1500..4500 for pod-b.
     assert_eq!(sampler.forget_pod("pod-a").unwrap().sm_percent_us, 15_000);
     assert_eq!(pod(&sampler, "pod-b").sm_percent_us, 30_000);
+}
+
+#[test]
+fn a_gpu_that_appears_is_sampled_from_the_scan_after_it_and_a_lost_one_is_not_said_again() {
+    let fake = Fake::take();
+    let first = fake.add_device("GPU-first", "NVIDIA H100", 0, 1);
+    fake.set_processes(first, &[(1001, GIB)]);
+    let (logs, _guard) = Logs::capture();
+    let mut sampler = GpuSampler::open(&fake.config()).unwrap();
+    sample_at(&mut sampler, 0);
+    let added = fake.add_device("GPU-added", "NVIDIA L4", 0, 1);
+    fake.set_processes(added, &[(2001, GIB)]);
+    fake.lose_device(first);
+
+    // Until the scan, nothing of the new GPU; the first is lost at once.
+    let scan = u64::from(SCAN_EVERY_SAMPLES);
+    for n in 1..scan {
+        sample_at(&mut sampler, n * 1_000);
+    }
+    assert_eq!(sampler.devices().len(), 0);
+    // The scan finds it and starts its clock; the next sample counts one interval.
+    sample_at(&mut sampler, scan * 1_000);
+    let found: Vec<_> = sampler.devices().map(|d| d.uuid.clone()).collect();
+    assert_eq!(found, ["GPU-added"]);
+    assert!(sampler.pods().get("pod-b").is_none());
+    sample_at(&mut sampler, (scan + 1) * 1_000);
+    assert_eq!(pod(&sampler, "pod-b").gpu_time_us, 1_000);
+
+    // More scans: the lost GPU's slot is tried again, quietly; the found one stays once.
+    for n in scan + 2..4 * scan {
+        sample_at(&mut sampler, n * 1_000);
+    }
+    assert_eq!(sampler.devices().len(), 1);
+    assert_eq!(logs.lines_with("GPU found").len(), 1);
+    assert_eq!(logs.lines_with("GPU lost").len(), 1);
+    assert_eq!(logs.lines_with("GPU left out").len(), 1);
 }

@@ -55,7 +55,18 @@ pub(super) fn device_lost(device: &str, function: &'static str, error: NvmlError
         function,
         %error,
         nvml_code,
-        "GPU lost: no more samples from it until the agent restarts; the other GPUs go on"
+        "GPU lost: no more samples from it unless it is found again (GPUs are looked for \
+         every 60 samples); the other GPUs go on"
+    );
+}
+
+/// A GPU that was not sampled yet identified at a scan: it counts from the next sample on.
+pub(super) fn device_found(device: &super::DeviceInfo) {
+    info!(
+        gpu = %device.uuid,
+        name = %device.name,
+        index = device.index,
+        "GPU found: sampled from now on"
     );
 }
 
@@ -68,7 +79,7 @@ pub(super) fn sm_unsupported(device: &str) {
     );
 }
 
-/// A device could not be identified when the sampler opened and is left out.
+/// A device could not be identified and is left out (said once per enumeration slot).
 pub(super) fn device_skipped(index: u32, function: &'static str, error: NvmlError) {
     let (error, nvml_code) = describe(error);
     warn!(

@@ -38,7 +38,9 @@
 //! # Errors while sampling
 //!
 //! A lost GPU (`NVML_ERROR_GPU_IS_LOST`, or a handle NVML no longer resolves) is warned about
-//! once and dropped; the others go on. Any other failure is warned about once per GPU and NVML
+//! once and dropped; the others go on. Every [`SCAN_EVERY_SAMPLES`] samples the sampler looks
+//! for GPUs it does not sample (hot-plugged, or back after a reset) and adds those that
+//! identify, from the next sample on; a slot that does not identify is said once. Any other failure is warned about once per GPU and NVML
 //! function, with the error's text and code, and leaves out the figures that call gives for
 //! that interval. Nothing panics, and nothing waits beyond the NVML calls themselves (which can
 //! take milliseconds on a failing GPU: call `sample` off the async runtime's threads).
@@ -53,5 +55,5 @@ mod usage;
 pub use config::{GpuConfig, GpuEnabled, DEFAULT_LIBRARY, MIN_SAMPLE_INTERVAL_MS};
 pub use error::GpuError;
 pub use integrate::{integrate_device, DeviceInterval, RunningProcess, SmReads, UtilSample};
-pub use sampler::{DeviceInfo, DeviceUtilization, GpuSampler};
+pub use sampler::{DeviceInfo, DeviceUtilization, GpuSampler, SCAN_EVERY_SAMPLES};
 pub use usage::{PodGpuUsage, HOST_POD};

@@ -3,7 +3,7 @@
 //! function a GPU does not support is said once, anything else is said once per GPU and
 //! function and leaves that figure out; nothing panics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nvml_wrapper::{enums::device::UsedGpuMemory, error::NvmlError, Device, Nvml};
 
@@ -49,6 +49,10 @@ struct Gpu {
 /// The device is gone; it has been said.
 struct Lost;
 
+/// Samples between two looks for GPUs that were not there before (hot-plug, a GPU back after
+/// a driver reset or a MIG reconfiguration): a minute at the default 1 s interval.
+pub const SCAN_EVERY_SAMPLES: u32 = 60;
+
 /// Samples every GPU on the node and keeps cumulative per-pod figures.
 #[derive(Debug)]
 pub struct GpuSampler {
@@ -62,6 +66,10 @@ pub struct GpuSampler {
     pod_keys: HashMap<u32, String>,
     /// The previous `sample()` time; `None` before the first.
     last_now_us: Option<u64>,
+    /// Samples since the last look for new GPUs.
+    samples_since_scan: u32,
+    /// Enumeration slots that could not be identified, said once each.
+    skipped_slots: HashSet<u32>,
     reported: Reported,
     // Last: dropped after everything else (its drop calls nvmlShutdown).
     nvml: Nvml,
@@ -86,8 +94,9 @@ impl GpuSampler {
             .device_count()
             .map_err(|source| GpuError::DeviceCount { source })?;
         let mut reported = Reported::default();
+        let mut skipped_slots = HashSet::new();
         let gpus: Vec<Gpu> = (0..found)
-            .filter_map(|slot| identify(&nvml, slot, &mut reported))
+            .filter_map(|slot| identify(&nvml, slot, &mut reported, &mut skipped_slots))
             .collect();
         if gpus.is_empty() {
             return Err(GpuError::NoDevices { found });
@@ -97,6 +106,8 @@ impl GpuSampler {
             pods: BTreeMap::new(),
             pod_keys: HashMap::new(),
             last_now_us: None,
+            samples_since_scan: 0,
+            skipped_slots,
             reported,
             nvml,
         })
@@ -159,6 +170,52 @@ impl GpuSampler {
         }
         self.pod_keys = keys;
         self.drop_gpus(&lost);
+        self.samples_since_scan += 1;
+        if self.samples_since_scan >= SCAN_EVERY_SAMPLES {
+            self.samples_since_scan = 0;
+            self.scan(now_unix_us);
+        }
+    }
+
+    /// Adds the GPUs that were not sampled yet and now identify, with their clock started at
+    /// `now_unix_us`: they count from the next sample on. A slot that still does not identify
+    /// (a lost GPU keeps its slot in the driver's count) is tried again at the next scan,
+    /// silently after the first time.
+    fn scan(&mut self, now_unix_us: u64) {
+        let count = match self.nvml.device_count() {
+            Ok(count) => count,
+            Err(error) => {
+                events::call_failed(&mut self.reported, "all", "nvmlDeviceGetCount_v2", error);
+                return;
+            }
+        };
+        for slot in 0..count {
+            if self.gpus.iter().any(|g| g.slot == slot) {
+                continue;
+            }
+            let Some(mut gpu) = identify(
+                &self.nvml,
+                slot,
+                &mut self.reported,
+                &mut self.skipped_slots,
+            ) else {
+                continue;
+            };
+            if self.gpus.iter().any(|g| g.info.uuid == gpu.info.uuid) {
+                continue;
+            }
+            gpu.last_tick_us = now_unix_us;
+            let read =
+                handle(&self.nvml, &gpu, &mut self.reported).and_then(|device| match device {
+                    Some(device) => read_device_wide(&device, &mut gpu, &mut self.reported),
+                    None => Ok(()),
+                });
+            if read.is_ok() {
+                self.skipped_slots.remove(&slot);
+                events::device_found(&gpu.info);
+                self.gpus.push(gpu);
+            }
+        }
     }
 
     /// Cumulative figures per pod uid (and [`HOST_POD`]) since the sampler opened.
@@ -185,10 +242,19 @@ impl GpuSampler {
 }
 
 /// Handle, identity and MIG mode of the GPU at `slot`. Without a handle or a UUID (the key of
-/// its figures) it is left out, said; a failing name, index or MIG mode is said once and
-/// replaced (empty, the enumeration index, not MIG).
-fn identify(nvml: &Nvml, slot: u32, reported: &mut Reported) -> Option<Gpu> {
-    let skipped = |function, error| events::device_skipped(slot, function, error);
+/// its figures) it is left out, said once per slot (`skipped_slots`); a failing name, index or
+/// MIG mode is said once and replaced (empty, the enumeration index, not MIG).
+fn identify(
+    nvml: &Nvml,
+    slot: u32,
+    reported: &mut Reported,
+    skipped_slots: &mut HashSet<u32>,
+) -> Option<Gpu> {
+    let mut skipped = |function, error| {
+        if skipped_slots.insert(slot) {
+            events::device_skipped(slot, function, error);
+        }
+    };
     let device = nvml
         .device_by_index(slot)
         .map_err(|e| skipped("nvmlDeviceGetHandleByIndex_v2", e))
