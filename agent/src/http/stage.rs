@@ -249,25 +249,9 @@ mod tests {
         seq: 0,
     };
 
+    /// A stream of `CONN` opened and given `bytes`.
     fn events(direction: Direction, bytes: &[u8]) -> Vec<StreamEvent> {
-        let id = StreamId {
-            conn: CONN,
-            direction,
-        };
-        vec![
-            StreamEvent::Opened {
-                id,
-                comm: "t".into(),
-                cgroup_id: 1,
-                timestamp_ns: 0,
-                start_pos: 0,
-            },
-            StreamEvent::Data {
-                id,
-                timestamp_ns: 1,
-                bytes: bytes.to_vec(),
-            },
-        ]
+        on(CONN.conn, direction, bytes, true)
     }
 
     #[test]
@@ -319,6 +303,7 @@ mod tests {
         ));
     }
 
+    /// `bytes` on connection `conn` (otherwise `CONN`), after its `Opened` when `opened`.
     fn on(conn: u64, direction: Direction, bytes: &[u8], opened: bool) -> Vec<StreamEvent> {
         let id = StreamId {
             conn: ConnId { conn, ..CONN },

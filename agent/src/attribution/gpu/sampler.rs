@@ -122,13 +122,7 @@ impl GpuSampler {
             self.last_now_us = Some(now_unix_us);
             let mut lost = Vec::new();
             for (i, gpu) in self.gpus.iter_mut().enumerate() {
-                gpu.last_tick_us = now_unix_us;
-                let read =
-                    handle(&self.nvml, gpu, &mut self.reported).and_then(|device| match device {
-                        Some(device) => read_device_wide(&device, gpu, &mut self.reported),
-                        None => Ok(()),
-                    });
-                if read.is_err() {
+                if start_clock(&self.nvml, gpu, now_unix_us, &mut self.reported).is_err() {
                     lost.push(i);
                 }
             }
@@ -204,13 +198,7 @@ impl GpuSampler {
             if self.gpus.iter().any(|g| g.info.uuid == gpu.info.uuid) {
                 continue;
             }
-            gpu.last_tick_us = now_unix_us;
-            let read =
-                handle(&self.nvml, &gpu, &mut self.reported).and_then(|device| match device {
-                    Some(device) => read_device_wide(&device, &mut gpu, &mut self.reported),
-                    None => Ok(()),
-                });
-            if read.is_ok() {
+            if start_clock(&self.nvml, &mut gpu, now_unix_us, &mut self.reported).is_ok() {
                 self.skipped_slots.remove(&slot);
                 events::device_found(&gpu.info);
                 self.gpus.push(gpu);
@@ -324,6 +312,21 @@ fn handle<'n>(
 ) -> Result<Option<Device<'n>>, Lost> {
     let function = "nvmlDeviceGetHandleByIndex_v2";
     sorted(nvml.device_by_index(gpu.slot), gpu, function, reported)
+}
+
+/// Starts a GPU's clock at `now_unix_us` (its first interval begins there) and reads its
+/// device-wide figures.
+fn start_clock(
+    nvml: &Nvml,
+    gpu: &mut Gpu,
+    now_unix_us: u64,
+    reported: &mut Reported,
+) -> Result<(), Lost> {
+    gpu.last_tick_us = now_unix_us;
+    match handle(nvml, gpu, reported)? {
+        Some(device) => read_device_wide(&device, gpu, reported),
+        None => Ok(()),
+    }
 }
 
 /// Utilisation and power, for `devices()` and the energy share: `None` when the read failed,
