@@ -123,3 +123,25 @@ fn gpu_seconds_are_priced_per_gpu_model_and_rolled_up() {
         "{table}"
     );
 }
+
+#[test]
+fn gpu_time_is_billed_whichever_end_of_calls_the_policy_bills() {
+    // Metering callers of external APIs bills client-side records only; GPU time held on the
+    // node is no end of a call and stays on the bill.
+    let collector = Collector::start_with(None, "side_policy = \"client\"", "");
+    post_gpu(
+        &collector,
+        "gpu-1",
+        "NVIDIA H100 80GB HBM3",
+        60_000_000,
+        "search",
+    );
+    let bill = collector.bill("2026-03");
+    let acme = bill["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["org"] == "acme")
+        .unwrap_or_else(|| panic!("acme is billed: {bill:#}"));
+    assert_eq!(acme["gpu_time_us"], 60_000_000, "{acme:#}");
+}

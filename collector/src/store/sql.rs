@@ -71,15 +71,16 @@ fn usage_where(policy: SidePolicy, filter: &str) -> String {
                                      AND u.start_ns + {PAIR_WINDOW_NS}))"
         ),
     };
+    // GPU rows are no end of a call: billed whichever end of calls the policy bills.
     format!(
         "SELECT org, team, \"user\", price_id, model,
-            CAST(sum(CASE WHEN operation = 'gpu' THEN 0 ELSE 1 END) AS BIGINT),
+            CAST(sum(CASE WHEN operation = '{GPU_OPERATION}' THEN 0 ELSE 1 END) AS BIGINT),
             CAST(sum(input) AS BIGINT), CAST(sum(cached_input) AS BIGINT),
             CAST(sum(cache_creation_input) AS BIGINT), CAST(sum(output) AS BIGINT),
             CAST(sum(reasoning) AS BIGINT), CAST(sum(adjustment) AS BIGINT),
             CAST(sum(gpu_time) AS BIGINT)
          FROM usage u
-         WHERE {filter} AND {side}
+         WHERE {filter} AND (u.operation = '{GPU_OPERATION}' OR {side})
          GROUP BY org, team, \"user\", price_id, model
          ORDER BY org, team, \"user\", model, price_id"
     )
