@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tokenmeter_common::{
-    syscall_conn, PendingCall, StreamKey, TlsFunction, CONTROL_CONN_FREE, DIRECTION_READ,
+    fd_key, syscall_conn, PendingCall, StreamKey, TlsFunction, CONTROL_CONN_FREE, DIRECTION_READ,
     DIRECTION_WRITE,
 };
 
@@ -58,7 +58,7 @@ fn reg(regs: u64, offset: u64) -> Option<u64> {
 /// The descriptor's key in the per-fd maps, and its current generation.
 #[inline(always)]
 fn generation(pid: u32, fd: u64) -> (u64, u32) {
-    let key = ((pid as u64) << 32) | (fd & 0xffff_ffff);
+    let key = fd_key(pid, fd as u32);
     // SAFETY: value copied out at once.
     let generation = unsafe { FD_GENERATIONS.get(&key) }.copied().unwrap_or(0);
     (key, generation)
@@ -72,23 +72,26 @@ fn selected(pid: u32) -> bool {
 
 #[inline(always)]
 pub fn on_enter(ctx: &RawTracePointContext) {
+    // The syscall number first: it costs nothing, and most syscalls of the node are none of
+    // these, so they pay no map lookup.
+    let id: u64 = ctx.arg(1);
+    let function = match id {
+        SYS_WRITE | SYS_SENDTO | SYS_WRITEV | SYS_SENDMSG => Some(TlsFunction::SysWrite),
+        SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => Some(TlsFunction::SysRead),
+        SYS_CLOSE => None,
+        _ => return,
+    };
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if !selected(pid) {
         return;
     }
     let regs: u64 = ctx.arg(0);
-    let id: u64 = ctx.arg(1);
-    let function = match id {
-        SYS_WRITE | SYS_SENDTO | SYS_WRITEV | SYS_SENDMSG => TlsFunction::SysWrite,
-        SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => TlsFunction::SysRead,
-        SYS_CLOSE => {
-            if let Some(fd) = reg(regs, REG_DI) {
-                on_close(pid, fd & 0xffff_ffff);
-            }
-            return;
+    let Some(function) = function else {
+        if let Some(fd) = reg(regs, REG_DI) {
+            on_close(pid, fd & 0xffff_ffff);
         }
-        _ => return,
+        return;
     };
     let (Some(fd), Some(arg)) = (reg(regs, REG_DI), reg(regs, REG_SI)) else {
         return;

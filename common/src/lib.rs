@@ -118,6 +118,11 @@ pub const fn syscall_conn(fd: u32, generation: u32) -> u64 {
     SYSCALL_CONN | (((generation & 0x7fff_ffff) as u64) << 32) | fd as u64
 }
 
+/// A descriptor's key in the per-descriptor maps (`FD_GENERATIONS`, `IGNORED_FDS`).
+pub const fn fd_key(pid: u32, fd: u32) -> u64 {
+    ((pid as u64) << 32) | fd as u64
+}
+
 impl TlsFunction {
     /// Decodes the `function` byte of a [`DataHeader`].
     pub fn from_u8(value: u8) -> Option<Self> {

@@ -22,12 +22,8 @@ use tracing::warn;
 
 use super::symbols::TlsProbe;
 
-/// The functions probed at entry, and whether their `RET`s are probed too.
-const FUNCTIONS: [(TlsProbe, &str, bool); 3] = [
-    (TlsProbe::GoWrite, "crypto/tls.(*Conn).Write", true),
-    (TlsProbe::GoRead, "crypto/tls.(*Conn).Read", true),
-    (TlsProbe::GoClose, "crypto/tls.(*Conn).Close", false),
-];
+/// The functions probed at entry; the `RET`s of those that move data are probed too.
+const FUNCTIONS: [TlsProbe; 3] = [TlsProbe::GoWrite, TlsProbe::GoRead, TlsProbe::GoClose];
 
 /// The probe points of Go's crypto/tls in a parsed ELF file; empty when it is not a Go
 /// program using crypto/tls, or one that cannot be probed (said once, here).
@@ -51,12 +47,12 @@ pub fn probes(elf: &object::File, path: &Path) -> Vec<(TlsProbe, u64)> {
         if symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
         }
-        if let Some(&(probe, _, rets)) = FUNCTIONS.iter().find(|(_, n, _)| *n == name) {
+        if let Some(&probe) = FUNCTIONS.iter().find(|p| p.symbol() == name) {
             found.push((
                 probe,
                 symbol.address(),
                 symbol.size(),
-                rets,
+                probe.moves_data(),
                 symbol.section_index(),
             ));
         }

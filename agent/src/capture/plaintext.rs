@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use serde::Deserialize;
-use tokenmeter_common::{syscall_conn, SYSCALL_CONN};
+use tokenmeter_common::{fd_key, syscall_conn, SYSCALL_CONN};
 use tracing::debug;
 
 use super::{discovery::ProcessInfo, record::DataRecord, selector::Selector};
@@ -172,11 +172,6 @@ impl Plaintext {
             let _ = self.maps.ignored.insert(fd_key(pid, fd), generation, 0);
         }
     }
-}
-
-/// A descriptor's key in the kernel's per-fd maps: `pid << 32 | fd`.
-fn fd_key(pid: u32, fd: u32) -> u64 {
-    (u64::from(pid) << 32) | u64::from(fd)
 }
 
 /// The descriptor and its generation of a syscall stream's `conn`.

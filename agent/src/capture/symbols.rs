@@ -87,7 +87,7 @@ impl TlsProbe {
         }
     }
 
-    fn moves_data(self) -> bool {
+    pub(super) fn moves_data(self) -> bool {
         matches!(
             self,
             Self::Write | Self::WriteEx | Self::Read | Self::ReadEx | Self::GoWrite | Self::GoRead
