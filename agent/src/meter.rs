@@ -99,10 +99,7 @@ impl Meter {
             );
         }
         let records = RecordFactory {
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
+            boot_id: crate::record::boot_id(),
             wall_offset_ns: wall_offset_ns(),
         };
         let (queue, pending) = sync_channel::<Work>(QUEUE);

@@ -174,6 +174,15 @@ fn build(
 }
 
 /// sha256 over the kernel's facts about the request, first 16 bytes in hex.
+/// This boot's id (empty where the kernel does not say): part of every record id, since
+/// capture positions and clocks restart at boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn record_id(boot_id: &str, exchange: &Exchange) -> String {
     let mut hash = Sha256::new();
     hash.update(boot_id.as_bytes());

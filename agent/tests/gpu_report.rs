@@ -103,3 +103,27 @@ fn each_interval_becomes_one_record_per_pod_with_its_tenant_and_tokens() {
     assert_eq!(json["kind"], "gpu_usage");
     assert_eq!(json["gpu"]["time_us"], 2_000_000);
 }
+
+#[test]
+fn served_tokens_are_counted_only_while_a_reporter_runs() {
+    let attributor = Attributor::new(
+        &KubernetesConfig::default(),
+        PodDirectory::new(Duration::from_secs(60)),
+        TenantResolver::new(TenantConfig::default()).unwrap(),
+        Arc::new(AgentMetrics::default()),
+    );
+    let served = || {
+        let mut record = support::record(0);
+        record.workload.pod_uid = Some("pod-a".into());
+        attributor.attribute(&mut record);
+    };
+    // No GPU reporter (GPUs off, or NVML did not open): nothing would take them.
+    served();
+    assert!(attributor.take_pod_tokens().is_empty());
+    let reporter = GpuReporter::new(attributor.clone(), T0_US * 1000);
+    served();
+    assert_eq!(attributor.take_pod_tokens().get("pod-a"), Some(&120));
+    drop(reporter);
+    served();
+    assert!(attributor.take_pod_tokens().is_empty());
+}

@@ -64,6 +64,11 @@ impl Attributor {
         self.tokens.take()
     }
 
+    /// The serving pods' token counts, which the GPU reporter switches on while it runs.
+    pub(super) fn pod_tokens(&self) -> &PodTokens {
+        &self.tokens
+    }
+
     /// Adds the node, the pod (when the API described it) and the tenant to a record.
     pub fn attribute(&self, record: &mut UsageRecord) {
         record.node_name.clone_from(&self.node);

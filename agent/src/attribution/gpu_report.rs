@@ -7,7 +7,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use serde::Serialize;
@@ -20,18 +23,32 @@ use super::{
 };
 
 /// Tokens of the server-side records per pod uid, since the last report: the numerator of
-/// tokens per GPU-second. The attribution stage adds, the reporter takes.
+/// tokens per GPU-second. The attribution stage adds, the reporter takes. Counted only while a
+/// reporter exists: without one nothing would ever take them.
 #[derive(Clone, Default)]
-pub(super) struct PodTokens(Arc<Mutex<HashMap<String, u64>>>);
+pub(super) struct PodTokens {
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    counting: Arc<AtomicBool>,
+}
 
 impl PodTokens {
     pub fn add(&self, pod_uid: &str, tokens: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.counting.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(pod_uid.to_string()).or_default() += tokens;
     }
 
     pub fn take(&self) -> HashMap<String, u64> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn set_counting(&self, on: bool) {
+        self.counting.store(on, Ordering::Relaxed);
+        if !on {
+            self.take();
+        }
     }
 }
 
@@ -83,13 +100,18 @@ pub struct GpuReporter {
     interval_start_ns: u64,
 }
 
+/// Without a reporter (the GPU thread ended: no NVML), the served tokens are no longer counted.
+impl Drop for GpuReporter {
+    fn drop(&mut self) {
+        self.attributor.pod_tokens().set_counting(false);
+    }
+}
+
 impl GpuReporter {
     pub fn new(attributor: Attributor, now_ns: u64) -> Self {
+        attributor.pod_tokens().set_counting(true);
         Self {
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
+            boot_id: crate::record::boot_id(),
             attributor,
             reported: BTreeMap::new(),
             interval_start_ns: now_ns,

@@ -13,9 +13,6 @@ pub(super) struct Reported(HashSet<(String, &'static str)>);
 impl Reported {
     /// True the first time for this pair.
     fn first(&mut self, device: &str, function: &'static str) -> bool {
-        if self.0.contains(&(device.to_owned(), function)) {
-            return false;
-        }
         self.0.insert((device.to_owned(), function))
     }
 }

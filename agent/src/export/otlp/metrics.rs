@@ -140,9 +140,6 @@ impl GenAiMetrics {
 
     /// Records the histograms of one usage record (its spooled JSON).
     pub fn record(&self, record: &Json) {
-        if super::attributes::is_gpu_usage(record) {
-            return;
-        }
         let mut common: Vec<KeyValue> = Vec::with_capacity(8);
         for (name, pointer) in [
             ("gen_ai.operation.name", "/operation"),
