@@ -38,7 +38,8 @@ impl PodCgroup {
         Self::at(&parts, pod_uid, container_id)
     }
 
-    /// Any layout: `parts` are the directories below the cgroup2 root, outermost first.
+    /// Any layout (an unknown one too): `parts` are the directories below the cgroup2 root,
+    /// outermost first; `pod_uid` and `container_id` are what the test expects to be read.
     pub fn at(parts: &[String], pod_uid: &str, container_id: &str) -> PodCgroup {
         let root = cgroup2_root().expect("cgroup v2 is mounted");
         let mut dir = root.clone();

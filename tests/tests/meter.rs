@@ -260,3 +260,46 @@ fn records_carry_the_pod_and_container_of_a_kubepods_cgroup() {
         "the client is not in a pod"
     );
 }
+
+#[test]
+fn a_kubepods_cgroup_of_an_unknown_layout_is_said_once_and_keeps_its_path() {
+    let test = "a_kubepods_cgroup_of_an_unknown_layout_is_said_once_and_keeps_its_path";
+    let Some(_guard) = e2e_prelude(test) else {
+        return;
+    };
+    let Some(python) = llm::require_python(test) else {
+        return;
+    };
+    let server = LlmServer::start(&python, "uvicorn");
+    // Under kubepods, but named by no runtime this agent knows: no pod uid to read.
+    let parts = [
+        "kubepods.slice".to_string(),
+        "tokenmeter-e2e-odd.slice".to_string(),
+        "worker-42".to_string(),
+    ];
+    let odd = tokenmeter_tests::cgroups::PodCgroup::at(&parts, "", "");
+    odd.adopt(server.pid());
+    let agent = Agent::start(AgentOptions {
+        meter: true,
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        llm::openai_client(&python, &server, &["--max-tokens", "3"]);
+    }
+    let run = agent.stop();
+    run.assert_clean_exit();
+    let records = run.usage_records();
+    let server_side: Vec<&Value> = records.iter().filter(|r| r["side"] == "server").collect();
+    assert_eq!(server_side.len(), 2, "{records:#?}");
+    for record in server_side {
+        let workload = &record["workload"];
+        assert!(workload["pod_uid"].is_null(), "{workload:#}");
+        let cgroup = workload["cgroup"].as_str().unwrap_or_default();
+        assert!(
+            cgroup.ends_with("kubepods.slice/tokenmeter-e2e-odd.slice/worker-42"),
+            "{workload:#}"
+        );
+    }
+    let said = run.stderr.matches("names no pod uid").count();
+    assert_eq!(said, 1, "{}", run.stderr);
+}
