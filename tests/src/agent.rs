@@ -122,6 +122,14 @@ pub fn agent_command_for(bin: &Path) -> Command {
     cmd
 }
 
+/// A series' value in the agent's `/metrics` text; panics when it is not there.
+pub fn metric_in(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in the agent's /metrics"))
+}
+
 /// How to start the agent.
 #[derive(Debug, Default, Clone)]
 pub struct AgentOptions {
@@ -253,11 +261,7 @@ impl Agent {
 
     /// A series' value on `/metrics`: `series` as printed, labels included.
     pub fn metric(&self, series: &str) -> u64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{series} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{series} not in the agent's /metrics"))
+        metric_in(&self.get("/metrics").1, series)
     }
 
     /// SIGKILL, as a node losing the process would: no shutdown code runs.
@@ -329,7 +333,6 @@ impl AgentRun {
         );
     }
 
-    /// The streams captured for `pid`.
     /// The usage records `run --export stdout` printed (the lines with an `api`).
     pub fn usage_records(&self) -> Vec<serde_json::Value> {
         self.stdout
@@ -340,6 +343,7 @@ impl AgentRun {
             .collect()
     }
 
+    /// The streams captured for `pid`.
     pub fn streams_of(&self, pid: u32) -> Vec<&CapturedStream> {
         self.streams.iter().filter(|s| s.pid == pid).collect()
     }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokenmeter_tests::agent::{Agent, AgentOptions};
+use tokenmeter_tests::agent::{metric_in, Agent, AgentOptions};
 use tokenmeter_tests::llm::{self, LlmServer, ServedRequest};
 use tokenmeter_tests::otlp::{self, OtlpReceiver, Rotel};
 use tokenmeter_tests::{e2e_prelude, fixtures, nonce, wait};
@@ -277,19 +277,19 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     // The agent's health shows the outage: failed deliveries, a lag, records waiting on disk.
     let (_, health) = agent.get("/metrics");
     assert!(
-        metric(&health, "tokenmeter_export_failures_total") > 0,
+        metric_in(&health, "tokenmeter_export_failures_total") > 0,
         "{health}"
     );
     assert!(
-        metric(&health, "tokenmeter_export_lag_seconds") >= 10,
+        metric_in(&health, "tokenmeter_export_lag_seconds") >= 10,
         "{health}"
     );
     assert!(
-        metric(&health, "tokenmeter_export_spool_bytes") > 0,
+        metric_in(&health, "tokenmeter_export_spool_bytes") > 0,
         "{health}"
     );
     assert_eq!(
-        metric(&health, "tokenmeter_export_spool_on_disk"),
+        metric_in(&health, "tokenmeter_export_spool_on_disk"),
         1,
         "{health}"
     );
@@ -309,15 +309,16 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     // Recovered: no lag, and everything delivered was counted.
     let (_, health) = agent.get("/metrics");
     assert_eq!(
-        metric(&health, "tokenmeter_export_lag_seconds"),
+        metric_in(&health, "tokenmeter_export_lag_seconds"),
         0,
         "{health}"
     );
     assert!(
-        metric(&health, "tokenmeter_export_records_delivered_total") >= 2 * served.len() as u64 - 2
+        metric_in(&health, "tokenmeter_export_records_delivered_total")
+            >= 2 * served.len() as u64 - 2
     );
     assert_eq!(
-        metric(&health, "tokenmeter_export_records_dropped_total"),
+        metric_in(&health, "tokenmeter_export_records_dropped_total"),
         0
     );
     let run = agent.stop();
@@ -343,14 +344,6 @@ fn a_collector_outage_of_a_minute_loses_nothing() {
     // The cumulative counter converged to the true total.
     let input: u64 = served.iter().map(|s| s.prompt_tokens).sum();
     assert_eq!(wait_for_counter(&receiver, input), input);
-}
-
-/// A metric's value in the Prometheus text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the agent's /metrics"))
 }
 
 /// Record ids in the spool's segment files (what the agent made durable).
