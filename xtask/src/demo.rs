@@ -119,8 +119,8 @@ pub fn run() -> Result<()> {
         bail!("calls failed: {}", failed.join(", "));
     }
 
-    let step =
-        steps.start("collector: usage records stored (one per call and side, and GPU intervals)");
+    // GPU intervals are stored records too: the bill step below waits for the calls' tokens.
+    let step = steps.start("collector: usage records stored (at least one per call and side)");
     let expected = 2 * calls.len() as u64;
     let stored = collector
         .wait_for(expected, Duration::from_secs(30))
@@ -134,7 +134,7 @@ pub fn run() -> Result<()> {
 
     let step = steps.start("bill: tokens against what the server reported");
     let reported = reported_tokens(&dir.join("server.log"))?;
-    // GPU intervals count among the stored records, so the calls' may still be arriving.
+    // GPU intervals count among the stored records, so calls' records may still be arriving.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (bill, billed) = loop {
         let bill: Value =
